@@ -1,0 +1,1 @@
+"""Hydra config tree, installed as ``datasculpt.conf`` (see pyproject's package-dir)."""

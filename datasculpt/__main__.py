@@ -1,0 +1,3 @@
+from datasculpt.main import main
+
+main()

@@ -1,0 +1,120 @@
+"""Where arrays live: the only module that knows NumPy from CuPy.
+
+Array code elsewhere asks ``xp_of(array)`` for its namespace and uses the API NumPy and CuPy
+share; the few operations they spell differently (scatter-add, host transfer, DLPack hand-off
+from torch) live here. Optional GPU libraries are imported lazily so the core runs without them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from datasculpt.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The resolved backend: ``name`` is ``"gpu"`` or ``"cpu"``; ``xp`` is cupy or numpy."""
+
+    name: str
+    xp: ModuleType
+    torch_device: str
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "gpu"
+
+    def asarray(self, x: Any) -> Any:
+        """Move a host/torch array onto this backend (no copy when it is already there)."""
+        if self.is_gpu:
+            return to_device(x)
+        return to_numpy(x)
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_problem() -> str | None:
+    """Why the GPU path is unusable here, or ``None`` when torch sees CUDA and CuPy imports."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # ImportError, or a CUDA runtime error from a broken install
+        return f"CuPy is not usable ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def resolve_backend(name: str) -> Backend:
+    """Turn ``backend=auto|gpu|cpu`` into a Backend; ``gpu`` without a usable GPU is an error."""
+    if name not in ("auto", "gpu", "cpu"):
+        raise ConfigError(f"backend must be auto, gpu or cpu, got {name!r}")
+    if name == "cpu":
+        return Backend("cpu", np, "cpu")
+    problem = gpu_problem()
+    if problem is None:
+        import cupy
+
+        return Backend("gpu", cupy, "cuda")
+    if name == "gpu":
+        raise ConfigError(f"backend=gpu was requested but no usable GPU was found: {problem}")
+    log.info("backend=auto: using the CPU (%s)", problem)
+    return Backend("cpu", np, "cpu")
+
+
+def is_gpu_array(x: Any) -> bool:
+    return array_api_compat.is_cupy_array(x)
+
+
+def xp_of(*arrays: Any) -> ModuleType:
+    """The NumPy-compatible module that owns ``arrays`` (cupy for device arrays, else numpy)."""
+    if any(is_gpu_array(a) for a in arrays):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Host copy of a NumPy, CuPy or torch array (no copy for NumPy input)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if is_gpu_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_device(x: Any) -> Any:
+    """CuPy view of a CUDA torch tensor (DLPack, no host copy) or a device copy of host data."""
+    import cupy
+
+    if array_api_compat.is_torch_array(x):
+        if x.is_cuda:
+            return cupy.from_dlpack(x.detach().contiguous())
+        x = x.detach().numpy()
+    return cupy.asarray(x)
+
+
+def scatter_add(target: Any, index: Any, values: Any) -> None:
+    """``target[index] += values`` with repeated indices accumulated (in place)."""
+    if is_gpu_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)

