@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import json
 import logging
 import os
@@ -107,49 +106,73 @@ def resolve_inputs(spec: str) -> list[Path]:
     return [Path(p) for p in found]
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if name.endswith((".zst", ".zstd")):
-        import zstandard
+def _zstd_lines(path: Path) -> Iterator[bytes]:
+    """Lines of a zstd shard; a cut-short frame raises instead of ending quietly.
 
-        raw = open(path, "rb")  # noqa: SIM115 - closed through the reader below
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")  # noqa: SIM115
+    zstandard's stream reader returns a clean EOF when the input stops mid-frame, which would
+    drop the tail of a truncated shard without a trace, so frames are decoded by hand here.
+    """
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    pending = b""
+    in_frame = False
+    with open(path, "rb") as raw:
+        while chunk := raw.read(1 << 20):
+            while chunk:
+                in_frame = True
+                pending += dobj.decompress(chunk)
+                chunk = b""
+                if dobj.eof:
+                    chunk, in_frame = dobj.unused_data, False
+                    dobj = dctx.decompressobj()
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+    if in_frame:
+        raise EOFError("zstd stream ended before the end of its frame")
+    if pending:
+        yield pending
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    name = path.name.lower()
+    if name.endswith((".zst", ".zstd")):
+        yield from _zstd_lines(path)
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        yield from fh
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     """``(line, record, None)`` or ``(line, None, reason)`` for every line of a JSONL shard."""
     line_no = 0
     try:
-        with _open_binary(path) as fh:
-            for line_no, raw in enumerate(fh, start=1):  # noqa: B007 - used after the loop
-                raw = raw.rstrip(b"\r\n")
-                if line_no == 1 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM):]
-                if not raw.strip():
-                    yield line_no, None, "blank line"
-                    continue
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield line_no, None, f"invalid UTF-8: byte {exc.start}"
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield line_no, None, f"bad JSON: {exc.msg} at column {exc.colno}"
-                    continue
-                except RecursionError:
-                    yield line_no, None, "bad JSON: nested too deeply"
-                    continue
-                yield line_no, record, None
-    except (EOFError, OSError, ValueError) as exc:
-        # A cut-short or corrupt compressed stream: everything before it was read; say where.
-        reason = f"unreadable after this point: {exc.__class__.__name__}: {exc}"
-        yield line_no + 1, None, reason.splitlines()[0][:300]
-    except Exception as exc:  # zstandard raises its own ZstdError for corrupt frames
+        for line_no, raw in enumerate(_raw_lines(path), start=1):  # noqa: B007
+            raw = raw.rstrip(b"\r\n")
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if not raw.strip():
+                yield line_no, None, "blank line"
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_no, None, f"invalid UTF-8: byte {exc.start}"
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line_no, None, f"bad JSON: {exc.msg} at column {exc.colno}"
+                continue
+            except RecursionError:
+                yield line_no, None, "bad JSON: nested too deeply"
+                continue
+            yield line_no, record, None
+    except Exception as exc:  # EOFError, OSError, zstandard.ZstdError: cut short or corrupt
+        # Everything before the damage was read; say where the rest of the shard was lost.
         reason = f"unreadable after this point: {exc.__class__.__name__}: {exc}"
         yield line_no + 1, None, reason.splitlines()[0][:300]
 
