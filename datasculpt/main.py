@@ -87,6 +87,7 @@ def precheck(argv: list[str]) -> None:
 def app(cfg: DictConfig) -> None:
     from datasculpt.pipeline import run
 
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU probe
     try:
         output_dir = cfg.output_dir or HydraConfig.get().runtime.output_dir
         run(cfg, output_dir=output_dir)

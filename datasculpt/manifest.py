@@ -48,7 +48,14 @@ class Manifest:
         entry = self.stages.get(stage)
         if not entry or entry.get("key") != key or entry.get("status") != "done":
             return False
-        return all((self.run_dir / f).exists() for f in entry.get("outputs", []))
+        if not all((self.run_dir / f).exists() for f in entry.get("outputs", [])):
+            return False
+        log.info("stage %s: reused (config and input unchanged)", stage)
+        return True
+
+    def begin(self, stage: str) -> None:
+        """Log the start; a stage killed from here on is simply recomputed by the next run."""
+        log.info("stage %s: start", stage)
 
     def stats(self, stage: str) -> dict[str, Any]:
         return dict(self.stages.get(stage, {}).get("stats", {}))

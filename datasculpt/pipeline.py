@@ -1,6 +1,8 @@
 """Orders the stages, reuses finished artifacts and logs; it does no stage's work itself.
 
-read -> tokenize -> embed -> cluster -> pack -> write/report (DESIGN §2).
+read+tokenize -> embed -> cluster -> pack -> write/report (DESIGN §2). Texts are streamed:
+the first pass keeps only per-document metadata and token counts, and the embed stage (and
+``write_text``) stream the shards again, so memory does not grow with the corpus text.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 from datasculpt.backend import Backend, resolve_backend, to_numpy
 from datasculpt.config import validate
 from datasculpt.errors import ConfigError, InputError
-from datasculpt.io.read import ReadOptions, read_corpus, resolve_inputs
-from datasculpt.io.write import TextSource, write_npy, write_parquet, write_sequences
+from datasculpt.io.read import Corpus, ReadOptions, ReadStats, iter_documents, resolve_inputs
+from datasculpt.io.write import (
+    TextSource,
+    atomic_path,
+    write_jsonl,
+    write_npy,
+    write_parquet,
+    write_sequences,
+)
 from datasculpt.manifest import Manifest, fingerprint, stable_hash
 from datasculpt.metrics import compute_metrics
 from datasculpt.pack import SEMANTIC_METHODS, pack
@@ -30,6 +41,23 @@ log = logging.getLogger("datasculpt")
 
 FINAL_OUTPUTS = ("sequences.jsonl", "report.json", "report.md")
 BASELINES = ("concat", "bfd", "iclm")
+EMBED_CHUNK = 1 << 16  # documents embedded per pass: bounds the texts held at once
+
+
+@dataclass
+class Source:
+    """The input shards and how to read them; ``stream()`` re-reads them in the same order."""
+
+    spec: str
+    paths: list[Path]
+    opts: ReadOptions
+    progress: bool
+
+    def stream(self, stats: ReadStats | None = None) -> Iterator[Any]:
+        return iter_documents(self.paths, self.opts, stats or ReadStats(), self.progress)
+
+    def texts(self) -> Iterator[str]:
+        return (doc.text for doc in iter_documents(self.paths, self.opts, ReadStats(), False))
 
 
 def _prepare_output_dir(path: str | None) -> Path:
@@ -46,24 +74,70 @@ def _prepare_output_dir(path: str | None) -> Path:
     return out
 
 
-def _embeddings(cfg: DictConfig, corpus: Any, backend: Backend, progress: bool) -> tuple[Any, dict]:
+def _read_and_tokenize(src: Source, tok: Any, cfg: DictConfig) -> tuple[Corpus, np.ndarray, dict]:
+    """One streaming pass: metadata is kept, each text is counted and let go."""
+    stats = ReadStats()
+    corpus = Corpus(labels=[] if src.opts.label_key else None,
+                    vectors=[] if src.opts.vector_key else None)
+
+    def texts() -> Iterator[str]:
+        for doc in src.stream(stats):
+            corpus.add(doc, keep_text=False)
+            yield doc.text
+
+    t0 = time.perf_counter()
+    doc_len, tstats = count_tokens(texts(), tok, cfg.tokenize_batch_size, progress=src.progress)
+    if len(corpus) == 0:
+        raise InputError(f"no usable documents in {src.spec} ({len(stats.malformed)} malformed)")
+    log.info("read: %d documents, %d malformed records", len(corpus), len(stats.malformed))
+    return corpus, doc_len, {**tstats, "seconds": time.perf_counter() - t0,
+                             "read": stats.as_dict()}
+
+
+def _load_documents(path: Path, label_key: str | None) -> tuple[Corpus, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).to_pydict()
+    corpus = Corpus(docids=table["docid"], sources=table["source"], lines=table["line"],
+                    labels=table[label_key] if label_key else None)
+    return corpus, np.asarray(table["n_tokens"], dtype=np.int64)
+
+
+def _embed(cfg: DictConfig, src: Source, n: int, backend: Backend, out: Path) -> dict:
+    """Write ``embeddings.npy`` (float32, L2-normalised) from the encoder or the given vectors."""
     from datasculpt import embed as embed_mod
 
-    n = len(corpus)
     t0 = time.perf_counter()
-    if cfg.embed.precomputed:
-        emb = np.asarray(embed_mod.load_precomputed(cfg.embed.precomputed, n), dtype=np.float32)
-        stats: dict[str, Any] = {"source": str(cfg.embed.precomputed)}
-    elif cfg.embed.vector_key:
-        emb = np.asarray(corpus.vectors, dtype=np.float32)
-        stats = {"source": f"input field {cfg.embed.vector_key!r}"}
-    else:
-        emb, stats = embed_mod.embed_texts(corpus.texts, cfg.embed, backend, progress=progress)
-        emb = to_numpy(emb)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    emb = (emb / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-    stats = {**stats, "dim": int(emb.shape[1]), "seconds": time.perf_counter() - t0}
-    return emb, stats
+    stats: dict[str, Any] = {}
+    with atomic_path(out / "embeddings.npy") as tmp:
+        if cfg.embed.precomputed:
+            given = embed_mod.load_precomputed(cfg.embed.precomputed, n)
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=given.shape)
+            for lo in range(0, n, EMBED_CHUNK):
+                rows[lo : lo + EMBED_CHUNK] = embed_mod.l2_normalize(
+                    np.asarray(given[lo : lo + EMBED_CHUNK], dtype=np.float32))
+            stats["source"] = str(cfg.embed.precomputed)
+        elif cfg.embed.vector_key:
+            vectors = [doc.vector for doc in src.stream()]
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                             shape=(n, vectors[0].size))
+            rows[:] = embed_mod.l2_normalize(np.stack(vectors))
+            stats["source"] = f"input field {cfg.embed.vector_key!r}"
+        else:
+            rows = None
+            texts = src.texts()
+            for lo in range(0, n, EMBED_CHUNK):
+                chunk = [next(texts) for _ in range(min(EMBED_CHUNK, n - lo))]
+                vec, stats = embed_mod.embed_texts(chunk, cfg.embed, backend, src.progress)
+                vec = to_numpy(vec).astype(np.float32, copy=False)
+                if rows is None:
+                    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                     shape=(n, vec.shape[1]))
+                rows[lo : lo + len(chunk)] = vec
+        dim = int(rows.shape[1])
+        rows.flush()
+        del rows
+    return {**stats, "dim": dim, "seconds": time.perf_counter() - t0}
 
 
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
@@ -77,7 +151,6 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     plain = OmegaConf.to_container(cfg, resolve=True)
 
-    # read ------------------------------------------------------------------------------
     spec, label_key = str(cfg.input), cfg.label_key
     if cfg.input is None:
         from datasculpt.data import SAMPLE_LABEL_KEY, SAMPLE_PATH
@@ -85,40 +158,40 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         spec, label_key = str(SAMPLE_PATH), cfg.label_key or SAMPLE_LABEL_KEY
     opts = ReadOptions(text_key=cfg.text_key, id_key=cfg.id_key, label_key=label_key,
                        vector_key=cfg.embed.vector_key, strict=bool(cfg.strict))
-    read_key = stable_hash({"input": fingerprint(resolve_inputs(spec)), "opts": opts.__dict__})
+    src = Source(spec, resolve_inputs(spec), opts, progress)
+    if cfg.embed.precomputed:  # a malformed file fails before the first pass, not after it
+        from datasculpt.embed import load_precomputed
+
+        load_precomputed(cfg.embed.precomputed, None)
+    read_key = stable_hash({"input": fingerprint(src.paths), "opts": opts.__dict__})
     final_key = stable_hash({"read": read_key, "cfg": {k: v for k, v in plain.items()
                                                       if k not in ("overwrite", "output_dir")}})
     if manifest.stages.get("final", {}).get("key") != final_key:
         for name in FINAL_OUTPUTS:  # never leave a stale result that looks like this run's
             (out / name).unlink(missing_ok=True)
         manifest.forget("final")
-    t0 = time.perf_counter()
-    corpus, read_stats = read_corpus(spec, opts, progress=progress)
-    stages["read"] = {"seconds": time.perf_counter() - t0, "documents": len(corpus)}
-    if len(corpus) == 0:
-        raise InputError(f"no usable documents in {spec} ({len(read_stats.malformed)} malformed)")
-    log.info("read: %d documents, %d malformed records", len(corpus), len(read_stats.malformed))
 
-    # tokenize --------------------------------------------------------------------------
+    # read + tokenize -------------------------------------------------------------------
     tok = load_tokenizer(cfg.tokenizer)
     tok_key = stable_hash({"read": read_key, "tokenizer": cfg.tokenizer})
     if manifest.reusable("tokenize", tok_key):
-        import pyarrow.parquet as pq
-
-        doc_len = pq.read_table(out / "documents.parquet", columns=["n_tokens"])["n_tokens"]
-        doc_len = doc_len.to_numpy().astype(np.int64)
+        corpus, doc_len = _load_documents(out / "documents.parquet", label_key)
         stages["tokenize"] = {**manifest.stats("tokenize"), "reused": True}
     else:
-        doc_len, tstats = count_tokens(corpus.texts, tok, cfg.tokenize_batch_size,
-                                       total=len(corpus), progress=progress)
+        manifest.begin("tokenize")
+        corpus, doc_len, tstats = _read_and_tokenize(src, tok, cfg)
         columns: dict[str, Any] = {"docid": corpus.docids, "source": corpus.sources,
                                    "line": np.asarray(corpus.lines, dtype=np.int64),
                                    "n_tokens": doc_len}
         if corpus.labels is not None:
             columns[label_key] = corpus.labels
         write_parquet(out / "documents.parquet", columns)
-        manifest.record("tokenize", tok_key, ["documents.parquet"], tstats)
+        write_jsonl(out / "malformed.jsonl", tstats["read"].pop("all_malformed"))
+        manifest.record("tokenize", tok_key, ["documents.parquet", "malformed.jsonl"],
+                        dict(tstats))
         stages["tokenize"] = tstats
+    read_stats = stages["tokenize"].pop("read")
+    n = len(corpus)
     eos = int(bool(cfg.append_eos))
     sep = separator(tok) if eos else None
     units = make_units(doc_len, cfg.ctx_len, eos)
@@ -134,38 +207,40 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     embed_key = stable_hash({"read": read_key, "embed": plain["embed"]})
     if need_embed:
         if manifest.reusable("embed", embed_key):
-            embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
             stages["embed"] = {**manifest.stats("embed"), "reused": True}
         else:
-            embeddings, estats = _embeddings(cfg, corpus, backend, progress)
-            write_npy(out / "embeddings.npy", embeddings)
-            manifest.record("embed", embed_key, ["embeddings.npy"], estats)
+            manifest.begin("embed")
+            estats = _embed(cfg, src, n, backend, out)
+            manifest.record("embed", embed_key, ["embeddings.npy"], dict(estats))
             stages["embed"] = estats
-        log.info("embed: %s x %s", *embeddings.shape)
+        embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        log.info("embed: %d x %d", *embeddings.shape)
     cluster_key = stable_hash({"embed": embed_key, "tok": tok_key, "cluster": plain["cluster"],
                                "ctx_len": cfg.ctx_len, "seed": cfg.seed})
     if need_cluster and embeddings is not None:
         if manifest.reusable("cluster", cluster_key):
-            clusters = np.load(out / "clusters.npy", allow_pickle=False)
             stages["cluster"] = {**manifest.stats("cluster"), "reused": True}
         else:
             from datasculpt.cluster import cluster
 
+            manifest.begin("cluster")
             t0 = time.perf_counter()
             result = cluster(backend.asarray(embeddings), doc_len, cfg.ctx_len, cfg.cluster,
                              backend, cfg.seed)
-            clusters = np.asarray(result.labels, dtype=np.int32)
-            write_npy(out / "clusters.npy", clusters)
+            write_npy(out / "clusters.npy", np.asarray(result.labels, dtype=np.int32))
             write_npy(out / "centroids.npy", np.asarray(result.centroids, dtype=np.float32))
             cstats = {**result.stats, "seconds": time.perf_counter() - t0}
-            manifest.record("cluster", cluster_key, ["clusters.npy", "centroids.npy"], cstats)
+            manifest.record("cluster", cluster_key, ["clusters.npy", "centroids.npy"],
+                            dict(cstats))
             stages["cluster"] = cstats
+        clusters = np.load(out / "clusters.npy", allow_pickle=False)
         log.info("cluster: %d clusters", int(clusters.max()) + 1)
 
     # pack ------------------------------------------------------------------------------
     labels = np.asarray(corpus.labels) if corpus.labels is not None else None
     packings: dict[str, Packing] = {}
     results: dict[str, dict[str, Any]] = {}
+    device_emb = None
     for method in methods:
         pack_key = stable_hash({"tok": tok_key, "embed": embed_key, "cluster": cluster_key,
                                 "pack": {**plain["pack"], "method": method}, "seed": cfg.seed,
@@ -177,12 +252,14 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
             packing = Packing(seq=arr[:, 0], doc=arr[:, 1], start=arr[:, 2], end=arr[:, 3])
             pstats = {**manifest.stats(stage), "reused": True}
         else:
-            device_emb = backend.asarray(embeddings) if embeddings is not None else None
+            manifest.begin(stage)
+            if device_emb is None and embeddings is not None:
+                device_emb = backend.asarray(np.asarray(embeddings))
             packing, pstats = pack(method, units, cfg.ctx_len, cfg.pack, cfg.seed, backend,
                                    embeddings=device_emb, clusters=clusters)
             arr = np.stack([packing.seq, packing.doc, packing.start, packing.end], axis=1)
             write_npy(out / artifact, arr)
-            manifest.record(stage, pack_key, [artifact], pstats)
+            manifest.record(stage, pack_key, [artifact], dict(pstats))
         stages[stage] = pstats
         packings[method] = packing
         results[method] = compute_metrics(packing, doc_len, cfg.ctx_len, eos, embeddings,
@@ -190,11 +267,17 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         log.info("pack=%s: %d sequences, fill %.4f, truncation %.4f", method,
                  results[method]["n_sequences"], results[method]["fill_rate"],
                  results[method]["truncation_rate"])
+    for name, st in stages.items():
+        log.info("stage %s: %.2f s%s", name, st.get("seconds") or 0.0,
+                 " (reused)" if st.get("reused") else "")
 
     # write / report --------------------------------------------------------------------
     main = cfg.pack.method
+    manifest.begin("write")
     t0 = time.perf_counter()
-    text_source = TextSource(corpus.texts, tok) if (cfg.write_text or cfg.write_input_ids) else None
+    text_source = None
+    if cfg.write_text or cfg.write_input_ids:  # random access by document: texts in memory
+        text_source = TextSource(list(src.texts()), tok)
     write_sequences(out / "sequences.jsonl", packings[main], corpus.docids, doc_len, eos,
                     clusters=clusters, text_source=text_source, separator=sep,
                     with_text=bool(cfg.write_text), with_input_ids=bool(cfg.write_input_ids),
@@ -211,7 +294,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                 "n_documents": metrics["n_documents"], "total_tokens": metrics["total_tokens"],
                 "forced_cut_documents": metrics["forced_cut_documents"],
                 "n_units": len(units)},
-        "input": read_stats.as_dict(),
+        "input": read_stats,
         "metrics": metrics,
         "methods": results,
         "stages": stages,

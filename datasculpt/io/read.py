@@ -47,10 +47,21 @@ class Corpus:
     lines: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     labels: list[str] | None = None
-    vectors: list[list[float]] | None = None
+    vectors: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.docids)
+
+    def add(self, doc: Document, keep_text: bool = True) -> None:
+        self.docids.append(doc.docid)
+        self.sources.append(doc.source)
+        self.lines.append(doc.line)
+        if keep_text:
+            self.texts.append(doc.text)
+        if self.labels is not None:
+            self.labels.append(doc.label or "")
+        if self.vectors is not None and doc.vector is not None:
+            self.vectors.append(doc.vector)
 
 
 @dataclass
@@ -73,6 +84,7 @@ class ReadStats:
             "malformed_by_reason": reasons,
             "malformed_records": self.malformed[:max_listed],
             "malformed_listed": min(len(self.malformed), max_listed),
+            "all_malformed": self.malformed,
         }
 
 
@@ -214,24 +226,37 @@ def _text_of(record: dict[str, Any], text_key: str) -> tuple[str | None, str | N
     return None, f"missing text field {' or '.join(repr(k) for k in keys)}"
 
 
-def _vector_of(value: Any) -> list[float] | None:
-    if not isinstance(value, list | tuple | np.ndarray) or len(value) == 0:
-        return None
+def _vector_of(value: Any) -> np.ndarray | None:
     try:
-        vec = [float(v) for v in value]
+        vec = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
         return None
-    return vec if all(np.isfinite(vec)) else None
+    if vec.ndim != 1 or vec.size == 0 or not np.isfinite(vec).all():
+        return None
+    return vec
 
 
-def read_corpus(spec: str, opts: ReadOptions, progress: bool = True) -> tuple[Corpus, ReadStats]:
-    """Read every shard of ``spec``; malformed records are listed, not fatal unless ``strict``."""
-    paths = resolve_inputs(spec)
-    corpus = Corpus(
-        labels=[] if opts.label_key else None, vectors=[] if opts.vector_key else None
-    )
-    stats = ReadStats(files=[str(p) for p in paths])
+@dataclass(frozen=True)
+class Document:
+    docid: str
+    source: str
+    line: int
+    text: str
+    label: str | None
+    vector: np.ndarray | None
+
+
+def iter_documents(
+    paths: list[Path], opts: ReadOptions, stats: ReadStats, progress: bool = True
+) -> Iterator[Document]:
+    """Stream the documents of ``paths`` in a fixed order, recording every malformed record.
+
+    The order and the rules are deterministic, so a second pass over unchanged shards yields
+    the same documents: later stages re-stream texts instead of holding them in memory.
+    """
+    stats.files = [str(p) for p in paths]
     first_seen: dict[str, str] = {}
+    dim: int | None = None
     bar = tqdm(desc="read", unit="rec", disable=not progress, leave=False)
 
     def bad(source: str, line: int, reason: str) -> None:
@@ -265,18 +290,28 @@ def read_corpus(spec: str, opts: ReadOptions, progress: bool = True) -> tuple[Co
                 if vec is None:
                     bad(source, line, f"missing or invalid vector field {opts.vector_key!r}")
                     continue
+                if dim is not None and vec.size != dim:
+                    bad(source, line, f"vector has dimension {vec.size}, earlier ones {dim}")
+                    continue
+                dim = vec.size
             first_seen[docid] = f"{source}:{line}"
-            corpus.docids.append(docid)
-            corpus.sources.append(source)
-            corpus.lines.append(line)
-            corpus.texts.append(text)
-            if corpus.labels is not None:
-                label = record.get(opts.label_key)  # type: ignore[arg-type]
-                corpus.labels.append("" if label is None else str(label))
-            if corpus.vectors is not None and vec is not None:
-                corpus.vectors.append(vec)
+            label = None
+            if opts.label_key:
+                raw_label = record.get(opts.label_key)
+                label = "" if raw_label is None else str(raw_label)
+            stats.documents += 1
+            yield Document(docid, source, line, text, label, vec)
     bar.close()
-    stats.documents = len(corpus)
     if stats.malformed:
         log.warning("read: %d malformed records (listed in the report)", len(stats.malformed))
+
+
+def read_corpus(
+    spec: str, opts: ReadOptions, progress: bool = True, keep_text: bool = True
+) -> tuple[Corpus, ReadStats]:
+    """Read every shard of ``spec`` into memory (texts only when ``keep_text``)."""
+    stats = ReadStats()
+    corpus = Corpus(labels=[] if opts.label_key else None, vectors=[] if opts.vector_key else None)
+    for doc in iter_documents(resolve_inputs(spec), opts, stats, progress):
+        corpus.add(doc, keep_text)
     return corpus, stats

@@ -64,6 +64,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
         fh.write("\n")
 
 
+def write_jsonl(path: str | os.PathLike[str], rows: Sequence[Any]) -> None:
+    with atomic_open(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(_jsonable(row), ensure_ascii=False))
+            fh.write("\n")
+
+
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     with atomic_open(path, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)

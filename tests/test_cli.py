@@ -1,0 +1,123 @@
+"""The command line as users run it: Hydra app, exit codes, sweeps, the output contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import check_contract, read_sequences, run_cli, write_jsonl
+
+import datasculpt
+from datasculpt.tokenize import make_units  # noqa: F401 - imported to fail fast on a broken install
+
+
+def _report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def test_default_run_on_the_embedded_sample(tmp_path: Path) -> None:
+    proc = run_cli(cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = [p.parent for p in tmp_path.glob("outputs/*/*/report.json")]
+    report = _report(run_dir)
+    seen = check_contract(run_dir, ctx_len=16384, append_eos=True)
+    m = report["metrics"]
+    assert seen["sequences"] == m["n_sequences"] and seen["documents"] == m["n_documents"]
+    assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
+    assert report["run"]["forced_cut_documents"] >= 3  # the sample has documents beyond 16K
+    assert (run_dir / "report.md").read_text().startswith("# datasculpt run report")
+
+
+def test_bfd_at_2048_never_truncates(tmp_path: Path) -> None:
+    proc = run_cli("pack=bfd", "ctx_len=2048", "report.semantic_metrics=false",
+                   f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = _report(tmp_path / "run")["metrics"]
+    assert m["truncation_rate"] == 0.0
+    assert 0.9 < m["fill_rate"] <= 1.0
+    check_contract(tmp_path / "run", ctx_len=2048, append_eos=True)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ctx_len=0"], "ctx_len must be > 0"),
+    (["nonsense_key=1"], "Key 'nonsense_key' not in"),
+    (["pack=shuffle"], "Could not find 'pack/shuffle'"),
+    (["pack.method=shuffle"], "unknown pack method 'shuffle'"),
+    (["input=/definitely/not/here.jsonl"], "input not found"),
+    (["ctx_len=lots"], "could not be converted to Integer"),
+    (["-m", "ctx_len=2048,-1"], "ctx_len must be > 0, got -1"),
+    (["backend=gpu"], "backend=gpu was requested but no usable GPU"),
+    (["tokenizer=./no/such/dir"], "tokenizer path not found"),
+])
+def test_bad_config_is_one_line_and_exit_code_2(tmp_path: Path, args: list[str],
+                                                message: str) -> None:
+    if args == ["backend=gpu"]:
+        from datasculpt.backend import gpu_problem
+
+        if gpu_problem() is None:
+            pytest.skip("this machine has a usable GPU")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("datasculpt: error: "), proc.stderr
+    assert message in lines[0]
+    assert not list(tmp_path.glob("outputs/*/*/sequences.jsonl"))
+
+
+def test_unusable_input_exits_2(tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["not json", '{"docid": "x"}'])
+    proc = run_cli(f"input={bad}", f"output_dir={tmp_path / 'o'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("datasculpt: error: no usable documents")
+    strict = write_jsonl(tmp_path / "strict.jsonl", [{"content": "fine"}, "oops"])
+    proc = run_cli(f"input={strict}", "strict=true", f"output_dir={tmp_path / 's'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "strict.jsonl:2" in proc.stderr
+    ro = tmp_path / "readonly"
+    ro.mkdir()
+    ro.chmod(0o500)
+    target = ro / "sub"
+    proc = run_cli(f"input={strict}", f"output_dir={target}", cwd=tmp_path)
+    if not target.exists():  # root ignores directory permissions
+        assert proc.returncode == 2 and "output_dir is not writable" in proc.stderr
+
+
+def test_multirun_with_submitit_local_gives_one_run_dir_per_point(tmp_path: Path) -> None:
+    proc = run_cli("-m", "ctx_len=2048,4096", "hydra/launcher=submitit_local", "pack=bfd",
+                   "report.semantic_metrics=false", "report.plots=false",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/report.json"))
+    assert len(runs) == 2
+    assert sorted(_report(r)["run"]["ctx_len"] for r in runs) == [2048, 4096]
+    for r in runs:
+        assert (r / "sequences.jsonl").stat().st_size > 0
+        check_contract(r, ctx_len=_report(r)["run"]["ctx_len"], append_eos=True)
+
+
+def test_python_api_parquet_input_text_and_input_ids(tmp_path: Path, tokenizer) -> None:
+    texts = [f"Paragraph {i} on rivers, deltas and sediment transport. " * (1 + 7 * i)
+             for i in range(12)]
+    pq.write_table(pa.table({"text": texts, "domain": ["geo"] * 12}), tmp_path / "in.parquet")
+    cfg = datasculpt.default_config(input=str(tmp_path / "in.parquet"), ctx_len=512,
+                                    label_key="domain", write_text=True, write_input_ids=True,
+                                    **{"report.semantic_metrics": False, "report.plots": False,
+                                       "report.progress": False, "pack.method": "concat"})
+    report = datasculpt.run(cfg, output_dir=str(tmp_path / "out"))
+    assert report["metrics"]["label_purity"] == 1.0
+    check_contract(tmp_path / "out", ctx_len=512, append_eos=True)
+    docs = pq.read_table(tmp_path / "out" / "documents.parquet").to_pydict()
+    assert docs["docid"][0] == f"{tmp_path / 'in.parquet'}:1"
+    index = {d: i for i, d in enumerate(docs["docid"])}
+    for seq in read_sequences(tmp_path / "out" / "sequences.jsonl"):
+        ids: list[int] = []
+        for piece in seq["docs"]:
+            full = tokenizer(texts[index[piece["docid"]]], add_special_tokens=False)["input_ids"]
+            ids += full[piece["start"]:piece["end"]]
+            if piece["end"] == len(full):
+                ids.append(tokenizer.sep_token_id)
+        assert seq["input_ids"] == ids
+        assert len(ids) == seq["n_tokens"]
+        assert "sediment" in seq["text"]
