@@ -142,7 +142,8 @@ def test_bom_and_missing_inputs(tmp_path: Path) -> None:
         resolve_inputs(str(tmp_path / "data.csv"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(
     st.binary(max_size=200),
     st.text(max_size=100).map(str.encode),
