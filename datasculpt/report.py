@@ -103,9 +103,11 @@ def plot(
                        {m: s[np.isfinite(s)] for m, s in sims.items()}))
     for filename, title, series in panels:
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        pooled = np.concatenate([v for v in series.values() if v.size] or [np.zeros(1)])
+        edges = np.histogram_bin_edges(pooled, bins=40)  # one grid, so methods compare
         for method, values in series.items():
             if values.size:
-                ax.hist(values, bins=40, histtype="step", linewidth=1.5, label=method)
+                ax.hist(values, bins=edges, histtype="step", linewidth=1.5, label=method)
         ax.set_title(title)
         ax.set_ylabel("sequences")
         ax.legend()
