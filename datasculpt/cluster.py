@@ -1,0 +1,445 @@
+"""The cluster stage: spherical k-means, then ISODATA refinement (DESIGN §2.4).
+
+k-means gives a first partition; each ISODATA round then (1) assigns every document to its
+nearest centroid, (2) recomputes centroids as normalised means and measures how far they moved,
+(3) merges centroid pairs closer than ``merge_threshold``, (4) splits clusters that are too
+spread or too heavy in tokens with a 2-means inside them, and (5) folds clusters too light to
+fill ``min_cluster_windows`` windows into their nearest neighbour. It stops when a round moved
+the centroids by less than ``epsilon`` on average and changed no cluster, or after ``max_iter``
+rounds.
+
+Choices worth knowing:
+
+* Automatic k is ``ceil(total_tokens / (windows_per_cluster * ctx_len))`` clipped to
+  ``[1, min(N // 2, ceil(sqrt(N)))]``. k-means costs ``O(N k D)`` per iteration, so k stays
+  near ``sqrt(N)``; the token-mass split rule still breaks up clusters too heavy to pack.
+* The centroid shift of a round is the mean of ``1 - cos(old_j, new_j)`` over the clusters of
+  step (2), where k has not changed yet; steps (3)-(5) change k and count as "changed", which
+  by itself prevents convergence in that round.
+* Assignment in a round is exact (one matmul) while k is at most ``assign_candidates``; above
+  that a document is compared only with the ``assign_candidates`` centroids nearest to its
+  current one, which makes a round ``O(N m D)`` instead of ``O(N k D)``. Right after k-means
+  the nearest centroid is virtually always among them.
+* Mean cosine to a centroid is ``|S_j| / n_j`` for the member sum ``S_j``, so spreads cost
+  nothing beyond the centroid update.
+* Labels are renumbered at the end by each cluster's smallest document index, so equal inputs
+  and seed give identical arrays whatever the implementation's internal numbering.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_numpy, xp_of
+from datasculpt.knn import log_once
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16  # rows per matmul / row-dot block: bounds temporaries to chunk x max(k, D)
+_SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
+
+
+@dataclass
+class ClusterResult:
+    """Per-document labels (int32, canonical order), ``k x D`` centroids and stage stats."""
+
+    labels: np.ndarray
+    centroids: np.ndarray
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- array helpers
+
+
+def _normalize(x: Any) -> Any:
+    xp = xp_of(x)
+    return x / xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
+
+
+def _segment_sum(x: Any, labels: Any, k: int) -> Any:
+    """Row sums of ``x`` per label, ``k x D`` float32."""
+    xp = xp_of(x)
+    out = xp.zeros((k, x.shape[1]), dtype=xp.float32)
+    scatter_add(out, labels, x.astype(xp.float32, copy=False))
+    return out
+
+
+def _rowdot(x: Any, c: Any, lab: Any) -> Any:
+    """``sum(x[i] * c[lab[i]])`` for every row, in blocks so the gathered centroids stay small."""
+    xp = xp_of(x)
+    out = xp.empty(x.shape[0], dtype=xp.float32)
+    for a in range(0, x.shape[0], _CHUNK):
+        out[a:a + _CHUNK] = xp.einsum("nd,nd->n", x[a:a + _CHUNK], c[lab[a:a + _CHUNK]])
+    return out
+
+
+def assign_exact(x: Any, c: Any) -> Any:
+    """Index of the nearest centroid (largest inner product) of every row, blockwise."""
+    xp = xp_of(x)
+    out = xp.empty(x.shape[0], dtype=xp.int64)
+    for a in range(0, x.shape[0], _CHUNK):
+        out[a:a + _CHUNK] = xp.argmax(x[a:a + _CHUNK] @ c.T, axis=1)
+    return out
+
+
+def _assign_candidates(x: Any, c: Any, labels: Any, m: int) -> Any:
+    """Nearest centroid among the ``m`` centroids nearest to each document's current one.
+
+    Documents are grouped by current label (one sort) and each group meets its ``m`` candidate
+    centroids in one matmul: a loop over clusters, never over documents.
+    """
+    xp = xp_of(x)
+    k = c.shape[0]
+    cc = c @ c.T
+    cc[xp.arange(k), xp.arange(k)] = 2.0  # the current centroid is always a candidate
+    nbr = xp.argsort(-cc, axis=1)[:, :m]
+    order = xp.argsort(labels, kind="stable")
+    bounds = to_numpy(xp.searchsorted(labels[order], xp.arange(k + 1))).tolist()
+    out = labels.copy()
+    for j in range(k):
+        a, b = bounds[j], bounds[j + 1]
+        if b > a:
+            rows = order[a:b]
+            # einsum, not matmul: these skinny products are latency-bound in threaded BLAS
+            # (8 ms each on a busy 2-core VM against 2 ms in einsum's own loop).
+            out[rows] = nbr[j][xp.argmax(xp.einsum("nd,md->nm", x[rows], c[nbr[j]]), axis=1)]
+    return out
+
+
+def _first_per_segment(seg: Any, key: Any) -> Any:
+    """Row index with the smallest ``key`` in each segment id (ties: lowest row), segment order."""
+    xp = xp_of(key)
+    order = xp.argsort(key, kind="stable")
+    _, first = xp.unique(seg[order], return_index=True)
+    return order[first]
+
+
+# --------------------------------------------------------------------------- k-means ladder
+
+
+def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
+    """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
+    import torch
+
+    t = torch.from_dlpack(x) if is_gpu_array(x) else torch.from_numpy(np.asarray(x))
+    t = t.to(device=device, dtype=torch.float32)
+    n = t.shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    perm = torch.randperm(n, generator=gen)
+    train = t[perm[: min(n, k * max_points)].to(t.device)]
+    cent = train[:k].clone()
+    for _ in range(niter):
+        lab = torch.cat([torch.argmax(train[a:a + _CHUNK] @ cent.T, dim=1)
+                         for a in range(0, train.shape[0], _CHUNK)])
+        sums = torch.zeros_like(cent).index_add_(0, lab, train)
+        empty = sums.norm(dim=1) == 0
+        cent = torch.where(empty[:, None], cent, torch.nn.functional.normalize(sums, dim=1))
+    return cent
+
+
+def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: int) -> Any:
+    import faiss
+
+    xs = np.ascontiguousarray(to_numpy(x), dtype=np.float32)
+    km = faiss.Kmeans(xs.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu,
+                      max_points_per_centroid=max_points, min_points_per_centroid=1,
+                      verbose=False)
+    km.train(xs)
+    return km.centroids
+
+
+def _kmeans_cuml(x: Any, k: int, niter: int, seed: int) -> Any:
+    from cuml.cluster import KMeans
+
+    km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
+    km.fit(x)
+    return km.cluster_centers_
+
+
+def kmeans(
+    x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int = 256
+) -> tuple[Any, Any, str]:
+    """Spherical k-means of the normalised rows of ``x``: ``(centroids, labels, impl)``.
+
+    Centroids are normalised and live on the backend; labels are the exact nearest centroid.
+    The ladder is cuML -> FAISS-GPU -> torch on the GPU and faiss-cpu -> torch on the CPU, each
+    step taken (and logged once) when the rung above is not installed.
+    """
+    xp = backend.xp
+    n = int(x.shape[0])
+    k = max(1, min(int(k), n))
+    if k == 1 or k == n:
+        cent = _normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
+        return cent, xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64), "trivial"
+    cent, impl = None, ""
+    if backend.is_gpu:
+        try:
+            cent, impl = _kmeans_cuml(x, k, niter, seed), "cuml"
+        except ImportError:
+            log_once(log, "kmeans-cuml", "kmeans: cuML is not available; trying FAISS-GPU")
+        if cent is None:
+            try:
+                import faiss
+
+                if faiss.get_num_gpus() < 1:
+                    raise ImportError("faiss has no GPU support")
+                cent = _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid)
+                impl = "faiss-gpu"
+            except (ImportError, AttributeError):
+                log_once(log, "kmeans-faiss-gpu",
+                         "kmeans: FAISS-GPU is not available; using torch k-means on the GPU")
+    else:
+        try:
+            cent = _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid)
+            impl = "faiss-cpu"
+        except ImportError:
+            log_once(log, "kmeans-faiss", "kmeans: faiss is not installed; using torch k-means")
+    if cent is None:
+        cent = _kmeans_torch(x, k, niter, seed, backend.torch_device, max_points_per_centroid)
+        impl = f"torch-{backend.torch_device}"
+    cent = _normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32))
+    return cent, assign_exact(x, cent), impl
+
+
+# --------------------------------------------------------------------------- ISODATA
+
+
+def auto_k(n: int, total_tokens: float, ctx_len: int, windows_per_cluster: float) -> int:
+    """Starting k from the token mass, clipped to ``[1, min(N // 2, ceil(sqrt(N)))]``."""
+    k = math.ceil(total_tokens / max(windows_per_cluster * ctx_len, 1.0))
+    return int(max(1, min(k, n // 2, math.ceil(math.sqrt(n)))))
+
+
+@dataclass
+class _State:
+    """Labels and per-cluster sums of the current partition (every cluster non-empty)."""
+
+    labels: Any  # int64 [N]
+    sums: Any  # float32 [k, D]; centroid = sums / |sums|
+    count: Any  # int64 [k]
+    mass: Any  # float64 [k] tokens
+
+    @property
+    def k(self) -> int:
+        return int(self.sums.shape[0])
+
+    @property
+    def centroids(self) -> Any:
+        return _normalize(self.sums)
+
+    @property
+    def spread(self) -> Any:
+        """Mean ``1 - cos`` of the members to their centroid (rows are unit vectors)."""
+        xp = xp_of(self.sums)
+        return 1.0 - xp.sqrt((self.sums * self.sums).sum(axis=1)) / xp.maximum(self.count, 1)
+
+
+def _state(x: Any, w: Any, labels: Any, k: int) -> _State:
+    """Per-cluster sums for ``labels`` in ``[0, k)``, with empty clusters dropped and renumbered."""
+    xp = xp_of(x)
+    count = xp.bincount(labels, minlength=k)
+    if bool((count == 0).any()):
+        remap = xp.cumsum(count > 0) - 1
+        labels = remap[labels]
+        k = int(remap[-1]) + 1
+        count = xp.bincount(labels, minlength=k)
+    mass = xp.bincount(labels, weights=w, minlength=k)
+    return _State(labels, _segment_sum(x, labels, k), count, mass)
+
+
+def _merge(st: _State, threshold: float, max_tokens: float) -> tuple[Any, int]:
+    """Greedy matching of centroid pairs with cosine >= threshold, closest pairs first.
+
+    A cluster merges at most once per round (classic ISODATA), and never into a pair heavier
+    than ``max_tokens``, which the split rule would undo in the next round.
+    """
+    xp = xp_of(st.sums)
+    c = st.centroids
+    sim = c @ c.T
+    iu = xp.triu(xp.ones((st.k, st.k), dtype=bool), 1)
+    cand = iu & (sim >= threshold) & ((st.mass[:, None] + st.mass[None, :]) <= max_tokens)
+    ii, jj = (to_numpy(a) for a in xp.nonzero(cand))
+    if ii.size == 0:
+        return st.labels, 0
+    s = to_numpy(sim[xp.asarray(ii), xp.asarray(jj)])
+    target = np.arange(st.k)
+    used = np.zeros(st.k, dtype=bool)
+    for p in np.lexsort((jj, ii, -s)).tolist():
+        i, j = int(ii[p]), int(jj[p])
+        if not (used[i] or used[j]):
+            used[i] = used[j] = True
+            target[j] = i
+    n_merged = int((target != np.arange(st.k)).sum())
+    return xp.asarray(target)[st.labels], n_merged
+
+
+def _split(
+    x: Any, st: _State, split_threshold: float, max_tokens: float, min_tokens: float,
+    merge_threshold: float, w: Any,
+) -> tuple[Any, int]:
+    """Bisect every cluster too spread or too heavy with a 2-means inside it (all at once).
+
+    Seeds are the member farthest from the centroid and the member farthest from that one.
+    A spread-triggered split is kept only when both halves can fill ``min_tokens`` and are
+    less similar than ``merge_threshold``; otherwise the fold or merge rule would undo it.
+    """
+    xp = xp_of(x)
+    k = st.k
+    heavy = st.mass > max_tokens
+    want = ((st.spread > split_threshold) | heavy) & (st.count >= 2)
+    if not bool(want.any()):
+        return st.labels, 0
+    members = xp.nonzero(want[st.labels])[0]
+    sel = xp.nonzero(want)[0]
+    local = xp.full(k, -1, dtype=xp.int64)
+    local[sel] = xp.arange(sel.shape[0])
+    seg = local[st.labels[members]]
+    xs = x[members]
+    cent = st.centroids[sel]
+    a_rows = _first_per_segment(seg, _rowdot(xs, cent, seg))
+    a = xs[a_rows]
+    b = xs[_first_per_segment(seg, _rowdot(xs, a, seg))]
+    side = None
+    for _ in range(_SPLIT_ITERS):
+        new_side = (_rowdot(xs, b, seg) > _rowdot(xs, a, seg)).astype(xp.int64)
+        if side is not None and bool((new_side == side).all()):
+            break
+        side = new_side
+        sums = _segment_sum(xs, seg * 2 + side, 2 * sel.shape[0]).reshape(-1, 2, xs.shape[1])
+        filled = xp.sqrt((sums * sums).sum(axis=2)) > 0
+        a = xp.where(filled[:, :1], _normalize(sums[:, 0]), a)
+        b = xp.where(filled[:, 1:], _normalize(sums[:, 1]), b)
+    n_sel = sel.shape[0]
+    half_mass = xp.bincount(seg * 2 + side, weights=w[members], minlength=2 * n_sel)
+    half_mass = half_mass.reshape(n_sel, 2)
+    half_count = xp.bincount(seg * 2 + side, minlength=2 * n_sel).reshape(n_sel, 2)
+    ok = (half_count > 0).all(axis=1)
+    soft = ((half_mass >= min_tokens).all(axis=1) & ((a * b).sum(axis=1) < merge_threshold))
+    ok &= heavy[sel] | soft
+    n_split = int(ok.sum())
+    if n_split == 0:
+        return st.labels, 0
+    new_id = xp.full(n_sel, -1, dtype=xp.int64)
+    new_id[ok] = k + xp.arange(n_split)
+    labels = st.labels.copy()
+    moved = ok[seg] & (side == 1)
+    labels[members[moved]] = new_id[seg[moved]]
+    return labels, n_split
+
+
+def _fold(x: Any, st: _State, min_tokens: float) -> tuple[Any, int]:
+    """Move the members of clusters lighter than ``min_tokens`` to the nearest other centroid.
+
+    Clusters at or above the bound receive them; when none is, the heaviest one does (so a
+    corpus smaller than one window ends in a single cluster).
+    """
+    xp = xp_of(x)
+    small = st.mass < min_tokens
+    if st.k == 1 or not bool(small.any()):
+        return st.labels, 0
+    targets = xp.nonzero(~small)[0]
+    if targets.shape[0] == 0:
+        targets = xp.argmax(st.mass).reshape(1)
+        small = xp.ones(st.k, dtype=bool)
+        small[targets] = False
+    rows = xp.nonzero(small[st.labels])[0]
+    labels = st.labels.copy()
+    labels[rows] = targets[assign_exact(x[rows], st.centroids[targets])]
+    return labels, int(small.sum())
+
+
+def _canonical(labels: Any, k: int) -> tuple[Any, Any]:
+    """Renumber clusters by their smallest document index; returns (labels, old id per new id)."""
+    xp = xp_of(labels)
+    old, first = xp.unique(labels, return_index=True)
+    by_first = old[xp.argsort(first)]
+    rank = xp.empty(k, dtype=xp.int64)
+    rank[by_first] = xp.arange(by_first.shape[0])
+    return rank[labels], by_first
+
+
+def cluster(
+    embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int
+) -> ClusterResult:
+    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules (DESIGN §2.4)."""
+    xp = backend.xp
+    t0 = time.perf_counter()
+    x = _normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
+    w = xp.asarray(backend.asarray(np.asarray(n_tokens)), dtype=xp.float64)
+    n, dim = int(x.shape[0]), int(x.shape[1])
+    if n == 0:
+        return ClusterResult(np.zeros(0, np.int32), np.zeros((0, dim), np.float32),
+                             {"k": 0, "iterations": 0, "final_shift": 0.0})
+    total = float(w.sum())
+    k0 = int(cfg.k) if cfg.k is not None else auto_k(n, total, ctx_len, cfg.windows_per_cluster)
+    k0 = max(1, min(k0, n))
+    min_tokens = float(cfg.min_cluster_windows) * ctx_len
+    max_tokens = float(cfg.max_cluster_tokens or 64 * ctx_len)
+    m = int(cfg.assign_candidates)
+    max_points = int(cfg.max_points_per_centroid)
+
+    cent, labels, km_impl = kmeans(x, k0, int(cfg.kmeans_iter), seed, backend, max_points)
+    t_kmeans = time.perf_counter() - t0
+    st = _state(x, w, labels, int(cent.shape[0]))
+    rounds: list[dict[str, Any]] = []
+    shift, converged = 0.0, False
+    for _ in range(int(cfg.max_iter)):
+        t_round = time.perf_counter()
+        old = st.centroids
+        exact = st.k <= m
+        labels = assign_exact(x, old) if exact else _assign_candidates(x, old, st.labels, m)
+        new = _state(x, w, labels, st.k)
+        if new.k == st.k:
+            shift = max(0.0, float((1.0 - (old * new.centroids).sum(axis=1)).mean()))
+        else:  # clusters emptied by the assignment: compare the survivors only
+            kept = xp.unique(labels)
+            shift = max(0.0, float((1.0 - (old[kept] * new.centroids).sum(axis=1)).mean()))
+        st = new
+        labels, n_merged = _merge(st, float(cfg.merge_threshold), max_tokens)
+        if n_merged:
+            st = _state(x, w, labels, st.k)
+        labels, n_split = _split(x, st, float(cfg.split_threshold), max_tokens, min_tokens,
+                                 float(cfg.merge_threshold), w)
+        if n_split:
+            st = _state(x, w, labels, st.k + n_split)
+        labels, n_folded = _fold(x, st, min_tokens)
+        if n_folded:
+            st = _state(x, w, labels, st.k)
+        rounds.append({"k": st.k, "shift": shift, "merged": n_merged, "split": n_split,
+                       "folded": n_folded, "assign": "exact" if exact else f"candidates-{m}",
+                       "seconds": time.perf_counter() - t_round})
+        if shift < float(cfg.epsilon) and not (n_merged or n_split or n_folded):
+            converged = True
+            break
+    if not rounds and st.k > 1:  # max_iter == 0 still honours the minimum cluster size
+        labels, n_folded = _fold(x, st, min_tokens)
+        if n_folded:
+            st = _state(x, w, labels, st.k)
+
+    labels, old_ids = _canonical(st.labels, st.k)
+    order = to_numpy(old_ids)
+    spread = to_numpy(st.spread)[order]
+    stats = {
+        "k": st.k, "k_initial": k0, "iterations": len(rounds), "final_shift": shift,
+        "converged": converged, "kmeans": km_impl, "kmeans_seconds": t_kmeans,
+        "isodata_seconds": time.perf_counter() - t0 - t_kmeans,
+        "seconds": time.perf_counter() - t0, "rounds": rounds,
+        "assign": rounds[-1]["assign"] if rounds else "exact",
+        "sizes": to_numpy(st.count)[order].astype(int).tolist(),
+        "tokens": to_numpy(st.mass)[order].astype(int).tolist(),
+        "spread": [round(float(s), 6) for s in spread],
+        "min_cluster_tokens": min_tokens, "max_cluster_tokens": max_tokens,
+    }
+    log.info("cluster: k=%d (start %d, %s) after %d rounds, shift %.2e, %.1fs", st.k, k0,
+             km_impl, len(rounds), shift, stats["seconds"])
+    return ClusterResult(
+        labels=to_numpy(labels).astype(np.int32),
+        centroids=np.ascontiguousarray(to_numpy(st.centroids)[order], dtype=np.float32),
+        stats=stats,
+    )

@@ -1,0 +1,297 @@
+"""cluster: k-means ladder and the ISODATA rules, on constructed vectors and a real corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import random
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pytest
+
+from datasculpt.backend import resolve_backend
+from datasculpt.cluster import (
+    _assign_candidates,
+    _kmeans_torch,
+    _merge,
+    _state,
+    assign_exact,
+    auto_k,
+    cluster,
+    kmeans,
+)
+from datasculpt.config import ClusterConfig, EmbedConfig
+
+CPU = resolve_backend("cpu")
+CTX = 1000
+
+TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    # subjects, verbs, objects: each topic has its own vocabulary, templates are shared.
+    "astronomy": (
+        ["the telescope", "the astronomer", "a distant galaxy", "the comet", "the space probe",
+         "the nebula", "a red dwarf star", "the observatory"],
+        ["observed", "orbited", "photographed", "emitted", "detected", "measured"],
+        ["a supernova explosion", "the rings of Saturn", "infrared light from exoplanets",
+         "a black hole accretion disk", "the cosmic microwave background", "lunar craters"],
+    ),
+    "cooking": (
+        ["the chef", "my grandmother", "the baker", "the line cook", "the pastry student",
+         "the home cook"],
+        ["simmered", "whisked", "roasted", "kneaded", "seasoned", "caramelised"],
+        ["the garlic and onions", "a pot of tomato sauce", "sourdough bread dough",
+         "the chicken thighs with rosemary", "butter and sugar for the cake", "fresh pasta"],
+    ),
+    "football": (
+        ["the striker", "the goalkeeper", "the referee", "the midfielder", "the coach",
+         "the home team"],
+        ["scored", "defended", "tackled", "celebrated", "passed", "blocked"],
+        ["a penalty kick in extra time", "the league championship", "a header from a corner",
+         "the offside decision", "the derby match", "a free kick into the top corner"],
+    ),
+    "law": (
+        ["the judge", "the defence attorney", "the appellate court", "the prosecutor",
+         "the jury", "the legislature"],
+        ["ruled on", "appealed", "interpreted", "overturned", "drafted", "cited"],
+        ["the breach of contract claim", "the constitutional amendment", "a criminal statute",
+         "the plaintiff's motion to dismiss", "the precedent on liability", "the verdict"],
+    ),
+    "medicine": (
+        ["the surgeon", "the nurse", "the cardiologist", "the clinical trial", "the patient",
+         "the hospital pharmacist"],
+        ["diagnosed", "prescribed", "treated", "monitored", "vaccinated against", "operated on"],
+        ["a bacterial infection with antibiotics", "high blood pressure", "the tumour biopsy",
+         "the fractured femur", "symptoms of diabetes", "an irregular heartbeat"],
+    ),
+    "software": (
+        ["the compiler", "the developer", "the database server", "the unit test",
+         "the python script", "the kernel module"],
+        ["compiled", "refactored", "debugged", "deployed", "crashed on", "cached"],
+        ["the memory leak in the parser", "a null pointer exception", "the REST API endpoint",
+         "the git merge conflict", "a race condition between threads", "the SQL query plan"],
+    ),
+}
+
+
+def topic_corpus(per_topic: int = 25, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Short paragraphs, 3-5 sentences each, drawn from one topic's vocabulary."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for t, (subj, verb, obj) in enumerate(TOPICS.values()):
+        for _ in range(per_topic):
+            sents = [f"{rng.choice(subj).capitalize()} {rng.choice(verb)} {rng.choice(obj)}."
+                     for _ in range(rng.randint(3, 5))]
+            texts.append(" ".join(sents))
+            labels.append(t)
+    order = rng.sample(range(len(texts)), len(texts))
+    return [texts[i] for i in order], np.asarray(labels)[order]
+
+
+def planted(k: int, per: int, d: int = 32, noise: float = 0.05, seed: int = 0) -> tuple:
+    """Unit vectors around ``k`` random orthogonal-ish directions; returns (x, true labels)."""
+    rng = np.random.default_rng(seed)
+    dirs = np.linalg.qr(rng.normal(size=(d, d)))[0][:k]
+    lab = np.repeat(np.arange(k), per)
+    x = dirs[lab] + noise * rng.normal(size=(lab.size, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), lab
+
+
+def purity(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Token-weighted share of each predicted cluster's majority label."""
+    w = np.ones(pred.size) if weight is None else np.asarray(weight, float)
+    table = np.zeros((pred.max() + 1, truth.max() + 1))
+    np.add.at(table, (pred, truth), w)
+    return float(table.max(axis=1).sum() / w.sum())
+
+
+def cfg(**kw: Any) -> ClusterConfig:
+    return ClusterConfig(**{"split_threshold": 0.9, "min_cluster_windows": 1.0, **kw})
+
+
+def test_kmeans_ladder_on_cpu_is_faiss() -> None:
+    x, lab = planted(4, 100)
+    cent, labels, impl = kmeans(x, 4, 20, 0, CPU)
+    assert impl == "faiss-cpu"
+    assert cent.shape == (4, 32) and np.allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
+    assert purity(labels, lab) == 1.0
+    np.testing.assert_array_equal(labels, assign_exact(x, cent))
+
+
+def test_torch_kmeans_rung_recovers_planted_clusters() -> None:
+    """The GPU's last rung is torch; the same code runs on the CPU here."""
+    x, lab = planted(5, 80, seed=2)
+    cent = _kmeans_torch(x, 5, 20, 0, "cpu", 256).numpy()
+    assert purity(assign_exact(x, cent), lab) >= 0.95
+
+
+def test_candidate_assignment_equals_exact_near_a_partition() -> None:
+    x, lab = planted(20, 30, seed=4)
+    cent, labels, _ = kmeans(x, 20, 10, 0, CPU)
+    rng = np.random.default_rng(0)
+    start = labels.copy()
+    flip = rng.random(start.size) < 0.05  # some documents start at a wrong cluster
+    start[flip] = rng.integers(0, 20, int(flip.sum()))
+    np.testing.assert_array_equal(_assign_candidates(x, cent, start, 20), labels)
+
+
+def test_near_identical_centroids_are_merged() -> None:
+    x, lab = planted(2, 200, noise=0.02)
+    tokens = np.full(x.shape[0], 100)
+    _, labels, _ = kmeans(x, 4, 20, 0, CPU)  # two centroids in each planted cluster
+    merged, n_merged = _merge(_state(x, tokens, labels, 4), 0.9, 64 * CTX)
+    assert n_merged == 2 and purity(merged, lab) == 1.0 and np.unique(merged).size == 2
+    # pairs heavier than max_cluster_tokens stay apart (the split rule would undo them)
+    assert _merge(_state(x, tokens, labels, 4), 0.9, 15_000)[1] == 0
+
+    res = cluster(x, tokens, CTX, cfg(k=4, merge_threshold=0.9), CPU, 0)
+    assert res.stats["k_initial"] == 4 and res.stats["k"] == 2
+    assert res.stats["rounds"][0]["merged"] >= 1
+    assert purity(res.labels, lab) == 1.0
+
+
+def test_bimodal_cluster_is_split() -> None:
+    x, lab = planted(2, 150, noise=0.05)
+    c = cfg(k=1, split_threshold=0.2)
+    res = cluster(x, np.full(x.shape[0], 100), CTX, c, CPU, 0)
+    assert res.stats["rounds"][0]["split"] == 1
+    assert res.stats["k"] == 2 and purity(res.labels, lab) == 1.0
+    assert max(res.stats["spread"]) < 0.2
+    # the same data with the default threshold stays one cluster: 1 - |mean| is ~0.29
+    res = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=1, split_threshold=0.55), CPU, 0)
+    assert res.stats["k"] == 1
+
+
+def test_cluster_heavier_than_max_tokens_is_split() -> None:
+    x, _ = planted(1, 400, noise=0.3)
+    res = cluster(x, np.full(400, 100), CTX, cfg(k=1, max_cluster_tokens=12_000), CPU, 0)
+    assert res.stats["k"] >= 4
+    assert max(res.stats["tokens"]) <= 12_000
+    assert sum(res.stats["tokens"]) == 40_000
+
+
+def test_cluster_below_one_window_is_folded() -> None:
+    x, lab = planted(3, 60, noise=0.05)
+    tokens = np.where(lab == 2, 5, 100)  # cluster 2 holds 300 tokens < one 1000-token window
+    res = cluster(x, tokens, CTX, cfg(k=3), CPU, 0)
+    assert res.stats["rounds"][0]["folded"] == 1
+    assert res.stats["k"] == 2
+    assert min(res.stats["tokens"]) >= CTX
+    assert purity(res.labels[lab != 2], lab[lab != 2]) == 1.0
+
+
+def test_stops_on_epsilon_and_runs_to_max_iter_without_it() -> None:
+    x, _ = planted(4, 100, noise=0.05)
+    tokens = np.full(x.shape[0], 100)
+    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=1e-3, max_iter=10), CPU, 0)
+    assert res.stats["converged"] and res.stats["iterations"] == 1
+    assert res.stats["final_shift"] < 1e-3
+    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=-1.0, max_iter=3), CPU, 0)
+    assert not res.stats["converged"] and res.stats["iterations"] == 3
+
+
+def test_same_seed_same_labels_in_canonical_order() -> None:
+    x, _ = planted(6, 50, noise=0.2, seed=7)
+    tokens = np.random.default_rng(0).integers(10, 400, x.shape[0])
+    a = cluster(x, tokens, CTX, cfg(k=6), CPU, seed=3)
+    b = cluster(x.copy(), tokens.copy(), CTX, cfg(k=6), CPU, seed=3)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert a.labels.dtype == np.int32 and a.centroids.dtype == np.float32
+    _, first = np.unique(a.labels, return_index=True)
+    assert (np.diff(first) > 0).all() and a.labels[0] == 0
+    assert a.centroids.shape == (a.stats["k"], 32)
+    assert len(a.stats["sizes"]) == a.stats["k"] and sum(a.stats["sizes"]) == x.shape[0]
+
+
+@pytest.mark.parametrize(
+    ("n", "k"), [(1, None), (1, 5), (2, None), (3, 10), (7, 7)]
+)
+def test_tiny_inputs(n: int, k: int | None) -> None:
+    x, _ = planted(3, 5, seed=1)
+    res = cluster(x[:n], np.full(n, 2000), CTX, cfg(k=k), CPU, 0)
+    assert res.labels.shape == (n,) and res.labels.min() == 0
+    assert res.centroids.shape == (res.stats["k"], 32) and res.stats["k"] <= n
+
+
+def test_identical_vectors_and_empty_input() -> None:
+    x = np.tile(np.float32([[0.6, 0.8, 0.0]]), (40, 1))
+    res = cluster(x, np.full(40, 500), CTX, cfg(k=5), CPU, 0)
+    assert res.stats["k"] == 1 and (res.labels == 0).all()
+    empty = cluster(np.zeros((0, 3), np.float32), np.zeros(0), CTX, cfg(), CPU, 0)
+    assert empty.labels.shape == (0,) and empty.stats["k"] == 0
+
+
+def test_auto_k() -> None:
+    assert auto_k(1, 10, 1000, 8) == 1
+    assert auto_k(1_000_000, 1e9, 16384, 8) == 1000  # capped at sqrt(N)
+    assert auto_k(10_000, 2e6, 1000, 8) == 100  # below the cap: token mass decides
+    assert auto_k(10, 1e9, 1000, 8) == 4  # sqrt(10) -> 4 and N // 2 = 5
+
+
+@pytest.fixture(scope="module")
+def topic_embeddings() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from datasculpt.embed import embed_texts
+    from datasculpt.tokenize import load_tokenizer
+
+    texts, labels = topic_corpus(per_topic=25)
+    emb, _ = embed_texts(texts, EmbedConfig(), CPU, progress=False)
+    tok = load_tokenizer("default")
+    n_tokens = np.asarray([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]])
+    return emb, n_tokens, labels
+
+
+def test_topic_corpus_clusters_by_topic(topic_embeddings: tuple) -> None:
+    emb, n_tokens, labels = topic_embeddings
+    ctx_len = 256
+    c = dataclasses.replace(ClusterConfig(), windows_per_cluster=2.0)
+    res = cluster(emb, n_tokens, ctx_len, c, CPU, seed=0)
+    assert res.stats["kmeans"] == "faiss-cpu"
+    assert purity(res.labels, labels, n_tokens) >= 0.85, res.stats
+    assert min(res.stats["tokens"]) >= ctx_len  # folded up to one window
+
+
+def _sample() -> list[dict[str, Any]] | None:
+    try:
+        ref = resources.files("datasculpt.data").joinpath("sample.jsonl.gz")
+        with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh]
+    except (FileNotFoundError, ModuleNotFoundError):
+        return None
+
+
+@pytest.mark.slow
+def test_embedded_sample_clusters_by_topic() -> None:
+    from datasculpt.embed import embed_texts
+    from datasculpt.tokenize import load_tokenizer
+
+    records = _sample()
+    if records is None:
+        pytest.skip("datasculpt/data/sample.jsonl.gz is not there")
+    texts = [r["content"] for r in records]
+    _, truth = np.unique([r["topic"] for r in records], return_inverse=True)
+    emb, _ = embed_texts(texts, EmbedConfig(), CPU, progress=False)
+    tok = load_tokenizer("default")
+    n_tokens = np.asarray([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]])
+    res = cluster(emb, n_tokens, 4096, ClusterConfig(), CPU, seed=0)
+    assert purity(res.labels, truth, n_tokens) >= 0.85, res.stats
+
+
+@pytest.mark.gpu
+def test_gpu_kmeans_ladder_and_cluster() -> None:
+    import cupy
+
+    gpu = resolve_backend("gpu")
+    x, lab = planted(8, 200, seed=5)
+    cent, labels, impl = kmeans(cupy.asarray(x), 8, 20, 0, gpu)
+    assert impl in ("cuml", "faiss-gpu", "torch-cuda")
+    assert isinstance(cent, cupy.ndarray) and isinstance(labels, cupy.ndarray)
+    assert purity(cupy.asnumpy(labels), lab) >= 0.95
+    torch_cent = cupy.asarray(_kmeans_torch(cupy.asarray(x), 8, 20, 0, "cuda", 256))
+    assert purity(cupy.asnumpy(assign_exact(cupy.asarray(x), torch_cent)), lab) >= 0.95
+    res = cluster(cupy.asarray(x), np.full(x.shape[0], 100), CTX, cfg(k=8), gpu, 0)
+    cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0)
+    assert isinstance(res.labels, np.ndarray) and res.stats["k"] == cpu.stats["k"] == 8
+    np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering
