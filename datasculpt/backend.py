@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -126,8 +127,11 @@ def scatter_add(target: Any, index: Any, values: Any) -> None:
 
         src = np.ascontiguousarray(np.broadcast_to(values, (len(index), *target.shape[1:])),
                                    dtype=target.dtype)
+        with warnings.catch_warnings():  # a read-only source (a memmap) is only read here
+            warnings.simplefilter("ignore", UserWarning)
+            src_t = torch.from_numpy(src)
         torch.from_numpy(target).index_add_(
-            0, torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)), torch.from_numpy(src)
+            0, torch.from_numpy(np.ascontiguousarray(index, dtype=np.int64)), src_t
         )
         return
     np.add.at(target, index, values)

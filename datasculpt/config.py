@@ -46,7 +46,7 @@ class EmbedConfig:
 @dataclass
 class ClusterConfig:
     k: int | None = None  # None: chosen from N and the token mass
-    windows_per_cluster: float = 8.0  # target cluster size (in ctx_len windows) for automatic k
+    windows_per_cluster: float = 4.0  # target cluster size (in ctx_len windows) for automatic k
     kmeans_iter: int = 25
     max_iter: int = 10  # ISODATA refinement rounds
     epsilon: float = 1e-3  # stop when the mean centroid shift (1 - cos) falls below this

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +30,16 @@ def test_default_run_on_the_embedded_sample(tmp_path: Path) -> None:
     assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
     assert report["run"]["forced_cut_documents"] >= 3  # the sample has documents beyond 16K
     assert (run_dir / "report.md").read_text().startswith("# datasculpt run report")
+    # Issue 3: the clusters of the default model align with the sample's topics.
+    docs = pq.read_table(run_dir / "documents.parquet").to_pydict()
+    clusters = np.load(run_dir / "clusters.npy", allow_pickle=False)
+    majority = 0
+    for c in np.unique(clusters):
+        tokens: dict[str, int] = {}
+        for i in np.flatnonzero(clusters == c):
+            tokens[docs["topic"][i]] = tokens.get(docs["topic"][i], 0) + docs["n_tokens"][i]
+        majority += max(tokens.values())
+    assert majority / sum(docs["n_tokens"]) >= 0.85
 
 
 def test_bfd_at_2048_never_truncates(tmp_path: Path) -> None:
