@@ -63,13 +63,15 @@ class ClusterConfig:
 
 @dataclass
 class PackConfig:
-    method: str = "bfd"  # concat | bfd | iclm | datasculpt
+    method: str = "datasculpt"  # concat | bfd | iclm | datasculpt
     # datasculpt kernel
     score: str = "paper"  # paper: sim x remaining capacity | weighted: w_rel*sim + w_fit*fit
     w_rel: float = 1.0
     w_fit: float = 1.0
     mode: str = "strict"  # strict: never split a document that fits | fill: may split remainders
-    batch_size: int = 256
+    # Units per cluster per round, scored together against the cluster's windows (B = 1 is the
+    # sequential greedy exactly; 32 gives the same metrics within 1% and the best throughput).
+    batch_size: int = 32
     # iclm baseline
     knn_k: int = 10
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,18 @@ class Source:
 
     def texts(self) -> Iterator[str]:
         return (doc.text for doc in iter_documents(self.paths, self.opts, ReadStats(), False))
+
+
+def _fault_point(name: str) -> None:
+    """Fault injection for the resume tests: ``DATASCULPT_FAULT=<name>`` SIGKILLs the run here.
+
+    The points sit where a real kill hurts most: a stage's work is done but its artifact is
+    not yet in place, so the next run must notice and recompute instead of trusting it.
+    """
+    if os.environ.get("DATASCULPT_FAULT") == name:
+        log.warning("DATASCULPT_FAULT=%s: killing the run", name)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _prepare_output_dir(path: str | None) -> Path:
@@ -134,6 +147,7 @@ def _embed(cfg: DictConfig, src: Source, n: int, backend: Backend, out: Path) ->
                     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                      shape=(n, vec.shape[1]))
                 rows[lo : lo + len(chunk)] = vec
+                _fault_point("embed")
         dim = int(rows.shape[1])
         rows.flush()
         del rows
@@ -257,6 +271,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                 device_emb = backend.asarray(np.asarray(embeddings))
             packing, pstats = pack(method, units, cfg.ctx_len, cfg.pack, cfg.seed, backend,
                                    embeddings=device_emb, clusters=clusters)
+            _fault_point("pack")
             arr = np.stack([packing.seq, packing.doc, packing.start, packing.end], axis=1)
             write_npy(out / artifact, arr)
             manifest.record(stage, pack_key, [artifact], dict(pstats))
