@@ -93,3 +93,24 @@ def check_contract(run_dir: Path, ctx_len: int, append_eos: bool) -> dict[str, i
         dup += sum(m - 1 for m in marks if m > 1)
     assert lost == 0 and dup == 0, (lost, dup)
     return {"sequences": n_seq, "documents": len(length), "tokens": sum(length.values())}
+
+
+@pytest.fixture(scope="session")
+def sample_semantics(tokenizer: Any) -> dict[str, Any]:
+    """The embedded sample read, tokenized and embedded once with the real default model."""
+    import numpy as np
+
+    from datasculpt.backend import resolve_backend, to_numpy
+    from datasculpt.config import EmbedConfig
+    from datasculpt.data import SAMPLE_LABEL_KEY, SAMPLE_PATH
+    from datasculpt.embed import embed_texts
+    from datasculpt.io.read import ReadOptions, read_corpus
+    from datasculpt.tokenize import count_tokens
+
+    corpus, _ = read_corpus(str(SAMPLE_PATH), ReadOptions(label_key=SAMPLE_LABEL_KEY),
+                            progress=False)
+    doc_len, _ = count_tokens(corpus.texts, tokenizer, 256, progress=False)
+    backend = resolve_backend("cpu")
+    emb, _ = embed_texts(corpus.texts, EmbedConfig(), backend, progress=False)
+    return {"doc_len": doc_len, "embeddings": to_numpy(emb), "labels": np.asarray(corpus.labels),
+            "backend": backend}
