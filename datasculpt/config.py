@@ -113,6 +113,8 @@ class DataSculptConfig:
 
 
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("ds_or"):  # first non-null value: hydra.run.dir uses it
+        OmegaConf.register_new_resolver("ds_or", lambda a, b: b if a is None else a)
     cs = ConfigStore.instance()
     cs.store(name="datasculpt_schema", node=DataSculptConfig)
 
