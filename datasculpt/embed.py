@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from datasculpt.backend import Backend, xp_of
 from datasculpt.errors import ConfigError, InputError
 from datasculpt.models import resolve_model_path
+from datasculpt.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def embed_texts(
     by_chars = np.argsort(-char_len, kind="stable")
     n_tokens = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=n, desc="embed", unit="doc", disable=not progress)
+    bar = progress_bar(progress, total=n, desc="embed", unit="doc")
     with torch.inference_mode():
         chunk = batch * _BATCHES_PER_CHUNK
         for c0 in range(0, n, chunk):

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from datasculpt.errors import ConfigError
 from datasculpt.models import resolve_model_path
+from datasculpt.progress import progress_bar
 from datasculpt.types import Units
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def count_tokens(
     t0 = time.perf_counter()
     counts: list[int] = []
     batch: list[str] = []
-    bar = tqdm(total=total, desc="tokenize", unit="doc", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=total, desc="tokenize", unit="doc", leave=False)
 
     def flush() -> None:
         enc = tok(batch, add_special_tokens=False, return_attention_mask=False,

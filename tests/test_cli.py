@@ -132,3 +132,21 @@ def test_python_api_parquet_input_text_and_input_ids(tmp_path: Path, tokenizer) 
         assert seq["input_ids"] == ids
         assert len(ids) == seq["n_tokens"]
         assert "sediment" in seq["text"]
+
+
+def test_precomputed_embeddings_that_do_not_match_exit_2(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"content": f"doc {i}"} for i in range(5)])
+    np.save(tmp_path / "rows.npy", np.ones((4, 8), dtype=np.float32))
+    np.save(tmp_path / "flat.npy", np.ones(5, dtype=np.float32))
+    for name, message in (("rows.npy", "have 4 rows, the corpus 5 documents"),
+                          ("flat.npy", "must be a 2-D array")):
+        proc = run_cli(f"input={data}", f"embed.precomputed={tmp_path / name}",
+                       f"output_dir={tmp_path / name}.out", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.jsonl").write_bytes(b"")
+    proc = run_cli(f"input={empty}", f"output_dir={tmp_path / 'e.out'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "no usable documents" in proc.stderr

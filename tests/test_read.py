@@ -166,3 +166,23 @@ def test_hostile_bytes_never_crash_and_every_line_is_accounted_for(tmp_path: Pat
     assert seen == list(range(1, len(lines) + 1))
     assert len(set(corpus.docids)) == len(corpus.docids)
     assert all(t.strip() for t in corpus.texts)
+
+
+def test_long_lines_nul_bytes_empty_files(tmp_path: Path) -> None:
+    big_text = "token " * 600_000  # a 3.6 MB document on one line
+    lines = [
+        json.dumps({"docid": "big", "content": big_text}).encode(),
+        b'{"docid": "raw-nul", "content": "a\x00b"}',  # a raw control byte: not JSON
+        json.dumps({"docid": "escaped-nul", "content": "a\u0000b"}).encode(),  # valid JSON
+        b"x" * 5_000_000,  # 5 MB of garbage
+    ]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines))  # no newline at the end
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    with gzip.open(tmp_path / "empty.jsonl.gz", "wb"):
+        pass
+    corpus, stats = read_corpus(str(tmp_path), ReadOptions(), progress=False)
+    assert corpus.docids == ["big", "escaped-nul"]
+    assert len(corpus.texts[0]) == len(big_text) and corpus.texts[1] == "a\x00b"
+    assert [(m["line"], m["reason"].split(":")[0]) for m in stats.malformed] == [
+        (2, "bad JSON"), (4, "bad JSON")]
+    assert stats.records == 4

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from datasculpt.errors import InputError
+from datasculpt.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def iter_documents(
     stats.files = [str(p) for p in paths]
     first_seen: dict[str, str] = {}
     dim: int | None = None
-    bar = tqdm(desc="read", unit="rec", disable=not progress, leave=False)
+    bar = progress_bar(progress, desc="read", unit="rec", leave=False)
 
     def bad(source: str, line: int, reason: str) -> None:
         if opts.strict:

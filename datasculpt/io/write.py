@@ -14,8 +14,8 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from datasculpt.progress import progress_bar
 from datasculpt.types import Packing
 
 
@@ -128,8 +128,8 @@ def write_sequences(
     sep_id, sep_text = separator if separator is not None else (None, "\n\n")
     n_lines = 0
     with atomic_open(path) as fh:
-        for i in tqdm(range(len(bounds) - 1), desc="write", unit="seq", disable=not progress,
-                      leave=False):
+        for i in progress_bar(progress, range(len(bounds) - 1), desc="write", unit="seq",
+                              leave=False):
             lo, hi = bounds[i], bounds[i + 1]
             docs = [
                 {"docid": docids[doc[j]], "start": start[j], "end": end[j],
