@@ -37,8 +37,12 @@ step pytest_gpu python -m pytest -m gpu -q -rs tests/
 step bench_embed python scripts/bench_embed.py --backend gpu --n 20000 --batch-size 256
 step bench_cluster python scripts/bench_cluster.py --backend gpu --sizes 1000000 4000000
 
-# === packing benchmark: appended by the owner of the pack stage ===============================
-# step bench_pack python scripts/bench_pack.py --backend gpu ...
-# === end packing benchmark ====================================================================
+# The packing kernel on CuPy at the size, with the CPU run of the same input beside it.
+step bench_pack_gpu python scripts/bench_pack.py --backend gpu --n-docs 1000000 --subsample 0 \
+    --score weighted --batch-size 32 --no-trace
+step bench_pack_cpu python scripts/bench_pack.py --backend cpu --n-docs 1000000 --subsample 0 \
+    --score weighted --batch-size 32 --no-trace
+# The whole pipeline on the GPU (embed -> cluster -> pack) on the embedded sample.
+step e2e_gpu python -m datasculpt.main backend=gpu output_dir="$OUT/e2e" report.baselines=true
 
 echo "gpu_check: all steps passed; logs in $OUT"
