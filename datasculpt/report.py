@@ -49,8 +49,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"backend {run['backend']}",
         f"- input: {len(reading['files'])} file(s), {reading['records']} records, "
         f"**{reading['documents']} documents**, {reading['malformed']} malformed",
-        f"- tokens: {run['total_tokens']} in {run['n_documents']} documents "
-        f"({run['forced_cut_documents']} longer than ctx_len, cut up front)",
+        f"- tokens: {report['metrics']['total_doc_tokens']} in {run['n_documents']} documents, "
+        f"{run['total_tokens']} with separators ({run['forced_cut_documents']} documents "
+        "longer than ctx_len, cut up front)",
         "",
         "## Metrics",
         "",
