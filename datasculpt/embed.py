@@ -76,7 +76,9 @@ def _torch_dtype(name: str, device: str) -> torch.dtype:
 def load_model(model: str, device: str, dtype: torch.dtype, trust_remote_code: bool = False):
     """Tokenizer and encoder in eval mode, cached per (model, device, dtype) in this process."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a weight-loading bar per run clutters logs, says nothing
     path = resolve_model_path(model)
     key = (path, device, str(dtype), bool(trust_remote_code))
     if key not in _MODELS:
