@@ -90,8 +90,8 @@ def _prepare_output_dir(path: str | None) -> Path:
 def _read_and_tokenize(src: Source, tok: Any, cfg: DictConfig) -> tuple[Corpus, np.ndarray, dict]:
     """One streaming pass: metadata is kept, each text is counted and let go."""
     stats = ReadStats()
-    corpus = Corpus(labels=[] if src.opts.label_key else None,
-                    vectors=[] if src.opts.vector_key else None)
+    # Vectors are checked here but kept by the embed stage's own pass, not twice in memory.
+    corpus = Corpus(labels=[] if src.opts.label_key else None)
 
     def texts() -> Iterator[str]:
         for doc in src.stream(stats):

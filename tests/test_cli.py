@@ -150,3 +150,26 @@ def test_precomputed_embeddings_that_do_not_match_exit_2(tmp_path: Path) -> None
     (empty / "a.jsonl").write_bytes(b"")
     proc = run_cli(f"input={empty}", f"output_dir={tmp_path / 'e.out'}", cwd=tmp_path)
     assert proc.returncode == 2 and "no usable documents" in proc.stderr
+
+
+def test_vectors_from_an_input_field_drive_the_packing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2, 6))
+    records = []
+    for i in range(40):
+        vec = centres[i % 2] + 0.05 * rng.normal(size=6)
+        records.append({"docid": f"d{i}", "text": f"document {i} " * (20 + i), "vec": vec.tolist()})
+    records.append({"docid": "bad", "text": "no vector here"})
+    data = write_jsonl(tmp_path / "v.jsonl", records)
+    cfg = datasculpt.default_config(input=str(data), ctx_len=256, **{
+        "embed.vector_key": "vec", "report.plots": False, "report.progress": False})
+    report = datasculpt.run(cfg, output_dir=str(tmp_path / "out"))
+    emb = np.load(tmp_path / "out" / "embeddings.npy", allow_pickle=False)
+    given = np.asarray([r["vec"] for r in records[:40]])
+    assert np.allclose(emb, given / np.linalg.norm(given, axis=1, keepdims=True), atol=1e-6)
+    assert report["input"]["malformed_by_reason"] == {"missing or invalid vector field 'vec'": 1}
+    clusters = np.load(tmp_path / "out" / "clusters.npy", allow_pickle=False)
+    assert len(set(zip(clusters.tolist(), [i % 2 for i in range(40)], strict=True))) == 2
+    # Only the cross-cluster remainder pass may mix the two planted groups in a window.
+    assert report["metrics"]["cluster_purity"] >= 0.9
+    check_contract(tmp_path / "out", ctx_len=256, append_eos=True)
