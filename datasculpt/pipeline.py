@@ -218,6 +218,13 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     need_embed = bool(cfg.report.semantic_metrics) or any(m in SEMANTIC_METHODS for m in methods)
     need_cluster = bool(cfg.report.semantic_metrics) or "datasculpt" in methods
     embeddings = clusters = None
+    on_device: Any = None  # the embeddings on the backend, moved there once for cluster and pack
+
+    def device_embeddings() -> Any:
+        nonlocal on_device
+        if on_device is None:
+            on_device = backend.asarray(np.asarray(embeddings))
+        return on_device
     embed_key = stable_hash({"read": read_key, "embed": plain["embed"]})
     if need_embed:
         if manifest.reusable("embed", embed_key):
@@ -239,7 +246,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
 
             manifest.begin("cluster")
             t0 = time.perf_counter()
-            result = cluster(backend.asarray(embeddings), doc_len, cfg.ctx_len, cfg.cluster,
+            result = cluster(device_embeddings(), doc_len, cfg.ctx_len, cfg.cluster,
                              backend, cfg.seed)
             write_npy(out / "clusters.npy", np.asarray(result.labels, dtype=np.int32))
             write_npy(out / "centroids.npy", np.asarray(result.centroids, dtype=np.float32))
@@ -254,7 +261,6 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     labels = np.asarray(corpus.labels) if corpus.labels is not None else None
     packings: dict[str, Packing] = {}
     results: dict[str, dict[str, Any]] = {}
-    device_emb = None
     for method in methods:
         pack_key = stable_hash({"tok": tok_key, "embed": embed_key, "cluster": cluster_key,
                                 "pack": {**plain["pack"], "method": method}, "seed": cfg.seed,
@@ -267,10 +273,9 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
             pstats = {**manifest.stats(stage), "reused": True}
         else:
             manifest.begin(stage)
-            if device_emb is None and embeddings is not None:
-                device_emb = backend.asarray(np.asarray(embeddings))
             packing, pstats = pack(method, units, cfg.ctx_len, cfg.pack, cfg.seed, backend,
-                                   embeddings=device_emb, clusters=clusters)
+                                   embeddings=None if embeddings is None else device_embeddings(),
+                                   clusters=clusters)
             _fault_point("pack")
             arr = np.stack([packing.seq, packing.doc, packing.start, packing.end], axis=1)
             write_npy(out / artifact, arr)
