@@ -68,19 +68,54 @@ def relevance_per_sequence(packing: Packing, embeddings: Any) -> np.ndarray:
         return np.where(count >= 2, pair_sum / n_pairs, np.nan)
 
 
-def purity(packing: Packing, group: np.ndarray) -> float:
-    """Token-weighted mean over sequences of the largest single-group token share."""
+def docs_per_sequence(packing: Packing) -> np.ndarray:
+    """Distinct documents in each sequence (a document cut into two pieces counts once)."""
+    pairs = np.unique(np.stack([packing.seq, packing.doc], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=packing.n_sequences)
+
+
+def purity(packing: Packing, group: np.ndarray, min_docs: int = 1) -> float:
+    """Token-weighted mean over sequences of the largest single-group token share.
+
+    ``min_docs=2`` keeps only sequences with two or more documents: a one-document sequence is
+    pure by definition, so on long-document corpora the plain figure mostly counts those.
+    """
+    keep = docs_per_sequence(packing)[packing.seq] >= min_docs if min_docs > 1 else None
     tokens = (packing.end - packing.start).astype(np.float64)
+    seq, doc = packing.seq, packing.doc
+    if keep is not None:
+        tokens, seq, doc = tokens[keep], seq[keep], doc[keep]
     total = tokens.sum()
     if total == 0:
         return math.nan
-    _, gid = np.unique(np.asarray(group)[packing.doc], return_inverse=True)
-    key = packing.seq * (int(gid.max()) + 1) + gid
+    _, gid = np.unique(np.asarray(group)[doc], return_inverse=True)
+    key = seq * (int(gid.max()) + 1) + gid
     uniq, inv = np.unique(key, return_inverse=True)
     per_pair = np.bincount(inv, weights=tokens)
     pair_seq = uniq // (int(gid.max()) + 1)
     heads = np.flatnonzero(np.concatenate(([True], pair_seq[1:] != pair_seq[:-1])))
     return float(np.maximum.reduceat(per_pair, heads).sum() / total)
+
+
+def random_pair_cosine(embeddings: Any) -> float:
+    """Mean cosine over all pairs of distinct documents: what a random grouping scores.
+
+    Exact and O(N D): for unit rows the sum over pairs is ``(|sum|^2 - N) / 2``, so no pair is
+    sampled and the reference is the same on every run.
+    """
+    emb = to_numpy(embeddings)
+    n = emb.shape[0]
+    if n < 2:
+        return math.nan
+    total = np.zeros(emb.shape[1], dtype=np.float64)
+    sq = 0.0
+    for lo in range(0, n, _CHUNK):
+        rows = np.asarray(emb[lo : lo + _CHUNK], dtype=np.float64)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        rows /= np.where(norms > 0, norms, 1.0)
+        total += rows.sum(axis=0)
+        sq += float((rows * rows).sum())
+    return float((total @ total - sq) / (n * (n - 1)))
 
 
 def compute_metrics(
@@ -120,14 +155,69 @@ def compute_metrics(
         "forced_cut_documents": int((~fits).sum()),
         "pieces_per_seq": packing.doc.shape[0] / n_seq if n_seq else math.nan,
         "relevance": None,
+        "random_pair_cosine": None,
         "cluster_purity": None,
         "label_purity": None,
+        "cluster_purity_multi": None,
+        "label_purity_multi": None,
     }
     if embeddings is not None and n_seq:
         rel = relevance_per_sequence(packing, embeddings)
         out["relevance"] = float(np.nanmean(rel)) if np.isfinite(rel).any() else None
+        out["random_pair_cosine"] = _nan_to_none(random_pair_cosine(embeddings))
     if clusters is not None and n_seq:
         out["cluster_purity"] = purity(packing, clusters)
+        out["cluster_purity_multi"] = _nan_to_none(purity(packing, clusters, min_docs=2))
     if labels is not None and n_seq:
         out["label_purity"] = purity(packing, labels)
+        out["label_purity_multi"] = _nan_to_none(purity(packing, labels, min_docs=2))
+    return out
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def random_grouping(units: Any, ctx_len: int, seed: int) -> Packing:
+    """The reference a semantic packer is read against: units in a seeded random order, each
+    into the current window until it is full (next fit, nothing cut).
+
+    Its relevance is ``random_pair_cosine`` up to sampling noise and its purity is what a
+    grouping blind to content gets on this corpus, so a method's figures can be read as a
+    gain over chance rather than as bare numbers.
+    """
+    order = np.random.default_rng(seed).permutation(len(units))
+    length = units.length[order]
+    seq = np.empty(len(units), dtype=np.int64)
+    cur, used = 0, 0
+    for i, n in enumerate(length.tolist()):
+        if used + n > ctx_len:
+            cur, used = cur + 1, 0
+        seq[i] = cur
+        used += n
+    return Packing(seq=seq, doc=units.doc[order], start=units.start[order],
+                   end=units.end[order])
+
+
+def random_reference(
+    units: Any,
+    ctx_len: int,
+    seed: int,
+    embeddings: Any | None = None,
+    clusters: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Relevance and purity of a random grouping (``random_grouping``); relevance is the exact
+    mean over all document pairs (``random_pair_cosine``)."""
+    packing = random_grouping(units, ctx_len, seed)
+    out: dict[str, Any] = {"relevance": None, "cluster_purity": None, "label_purity": None,
+                           "cluster_purity_multi": None, "label_purity_multi": None}
+    if not len(units):
+        return out
+    if embeddings is not None:
+        out["relevance"] = _nan_to_none(random_pair_cosine(embeddings))
+    for key, group in (("cluster", clusters), ("label", labels)):
+        if group is not None:
+            out[f"{key}_purity"] = purity(packing, group)
+            out[f"{key}_purity_multi"] = _nan_to_none(purity(packing, group, min_docs=2))
     return out

@@ -32,7 +32,7 @@ from datasculpt.io.write import (
     write_sequences,
 )
 from datasculpt.manifest import Manifest, fingerprint, stable_hash
-from datasculpt.metrics import compute_metrics
+from datasculpt.metrics import compute_metrics, random_reference
 from datasculpt.pack import SEMANTIC_METHODS, pack
 from datasculpt.report import plot, write_report
 from datasculpt.tokenize import count_tokens, load_tokenizer, make_units, separator
@@ -307,6 +307,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     if cfg.report.plots:
         plots = plot(out / "plots", packings, doc_len, cfg.ctx_len, eos, embeddings)
     metrics = results[main]
+    reference = (random_reference(units, cfg.ctx_len, cfg.seed, embeddings, clusters, labels)
+                 if embeddings is not None or labels is not None else None)
     report = {
         "run": {"method": main, "ctx_len": cfg.ctx_len, "seed": cfg.seed, "backend": backend.name,
                 "append_eos": bool(eos), "separator_token": sep[1] if sep else None,
@@ -317,6 +319,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         "input": read_stats,
         "metrics": metrics,
         "methods": results,
+        "reference": reference,
         "stages": stages,
         "plots": plots,
         "config": plain,

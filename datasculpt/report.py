@@ -22,7 +22,9 @@ METRIC_ROWS = (
     ("pieces_per_seq", "pieces per sequence", "{:.2f}"),
     ("relevance", "relevance (mean pairwise cos)", "{:.4f}"),
     ("cluster_purity", "cluster purity", "{:.4f}"),
+    ("cluster_purity_multi", "cluster purity, sequences of >= 2 docs", "{:.4f}"),
     ("label_purity", "label purity", "{:.4f}"),
+    ("label_purity_multi", "label purity, sequences of >= 2 docs", "{:.4f}"),
     ("lost_tokens", "lost tokens", "{:d}"),
     ("duplicated_tokens", "duplicated tokens", "{:d}"),
     ("overlong_sequences", "sequences over ctx_len", "{:d}"),
@@ -41,7 +43,9 @@ def _fmt(value: Any, spec: str) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """One page a data engineer can read: what went in, what came out, how it compares."""
     run, reading, methods = report["run"], report["input"], report["methods"]
+    reference = report.get("reference") or {}
     names = list(methods)
+    columns = [*names, "random grouping"] if reference else names
     lines = [
         "# datasculpt run report",
         "",
@@ -55,12 +59,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Metrics",
         "",
-        "| metric | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "| metric | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for key, label, spec in METRIC_ROWS:
         cells = [_fmt(methods[n].get(key), spec) for n in names]
+        if reference:
+            cells.append(_fmt(reference.get(key), spec) if key in reference else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if reference:
+        lines += ["", *_against_random(methods, reference)]
     lines += ["", "## Stages", "", "| stage | seconds | reused |", "|---|---|---|"]
     for name, st in report["stages"].items():
         seconds = _fmt(st.get("seconds"), "{:.2f}")
@@ -74,6 +82,26 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _against_random(methods: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """What the semantics bought: each method's relevance and purity over a random grouping."""
+    lines = ["Against a random grouping of the same units (relevance: the mean cosine of all "
+             "document pairs; purity: units in a seeded random order, next fit):", ""]
+    for name, m in methods.items():
+        parts = []
+        rel, ref = m.get("relevance"), reference.get("relevance")
+        if rel is not None and ref is not None:
+            parts.append(f"relevance {rel:.3f} vs {ref:.3f} ({rel - ref:+.3f})")
+        for key, label in (("label_purity_multi", "label purity"),
+                           ("cluster_purity_multi", "cluster purity")):
+            got, base = m.get(key), reference.get(key)
+            if got is not None and base is not None:
+                parts.append(f"{label} (>= 2 docs) {got:.3f} vs {base:.3f} ({got - base:+.3f})")
+                break
+        if parts:
+            lines.append(f"- **{name}**: " + "; ".join(parts))
+    return lines
 
 
 def plot(

@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from datasculpt.metrics import compute_metrics, relevance_per_sequence
+from datasculpt.metrics import (
+    compute_metrics,
+    random_grouping,
+    random_pair_cosine,
+    random_reference,
+    relevance_per_sequence,
+)
+from datasculpt.tokenize import make_units
 from datasculpt.types import Packing
 
 
@@ -75,3 +82,40 @@ def test_purity_is_token_weighted_majority_share() -> None:
     assert m["cluster_purity"] == pytest.approx((6 + 8) / 16)
     assert m["label_purity"] == pytest.approx((8 + 4) / 16)
     assert m["relevance"] is None
+
+
+def test_purity_over_multi_document_sequences_skips_single_documents() -> None:
+    doc_len = np.array([6, 2, 4, 9])
+    # seq 0 mixes two labels; seq 1 is one document (pure by definition); seq 2 is a
+    # document cut in two pieces (still one document).
+    packing = Packing.from_lists([[(0, 0, 6), (1, 0, 2)], [(2, 0, 4)], [(3, 0, 4), (3, 4, 9)]])
+    labels = np.array(["law", "food", "law", "law"])
+    m = compute_metrics(packing, doc_len, 10, 0, labels=labels)
+    assert m["label_purity"] == pytest.approx((6 + 4 + 9) / 21)
+    assert m["label_purity_multi"] == pytest.approx(6 / 8)
+    single = Packing.from_lists([[(0, 0, 6)], [(1, 0, 2)]])
+    assert compute_metrics(single, doc_len[:2], 10, 0, labels=labels[:2])[
+        "label_purity_multi"] is None
+
+
+def test_random_pair_cosine_is_the_mean_over_all_pairs() -> None:
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(9, 4)) * rng.uniform(0.5, 3, size=(9, 1))  # not normalised
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    brute = np.mean([unit[a] @ unit[b] for a, b in itertools.combinations(range(9), 2)])
+    assert random_pair_cosine(emb) == pytest.approx(brute)
+    assert math.isnan(random_pair_cosine(emb[:1]))
+
+
+def test_random_reference_groups_units_blindly_and_loses_nothing() -> None:
+    doc_len = np.array([30, 5, 7, 12, 3, 40])
+    units = make_units(doc_len, 16, 1)
+    packing = random_grouping(units, 16, seed=3)
+    m = compute_metrics(packing, doc_len, 16, 1)
+    assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
+    assert m["truncation_rate"] == 0.0
+    assert np.array_equal(packing.seq, random_grouping(units, 16, seed=3).seq)
+    emb = np.random.default_rng(0).normal(size=(6, 3))
+    ref = random_reference(units, 16, 3, emb, labels=np.array(list("aabbab")))
+    assert ref["relevance"] == pytest.approx(random_pair_cosine(emb))
+    assert 0 < ref["label_purity"] <= 1 and ref["cluster_purity"] is None
