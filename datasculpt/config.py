@@ -64,7 +64,18 @@ class ClusterConfig:
 @dataclass
 class PackConfig:
     method: str = "datasculpt"  # concat | bfd | iclm | datasculpt
-    # datasculpt kernel
+    # datasculpt: window (windows choose units; the default, measured ahead on real text in
+    # docs/BENCHMARKS.md) | unit (the paper's greedy: every unit picks a window)
+    strategy: str = "window"
+    # window strategy: a group (a cluster, or a part of one) holds at most max_group units;
+    # a window its group leaves below min_fill * ctx_len is dissolved into the remainder,
+    # which is packed in chunks of remainder_group units; fit_bias weighs how much of the
+    # remaining gap a unit closes against its similarity.
+    max_group: int = 128
+    min_fill: float = 0.9
+    remainder_group: int = 1024
+    fit_bias: float = 0.1
+    # unit strategy
     # weighted: w_rel*sim + w_fit*fit (fit = 1 - gap left / ctx_len) | paper: sim x remaining
     # capacity. weighted is the default: on the embedded sample it packs within 2% of the
     # lower bound at 2K-16K where paper needs 3-15% more sequences (docs/BENCHMARKS.md).
@@ -142,7 +153,15 @@ def validate(cfg: DictConfig) -> None:
            f"pack.score must be paper or weighted, got {cfg.pack.score!r}")
     _check(cfg.pack.mode in ("strict", "fill"),
            f"pack.mode must be strict or fill, got {cfg.pack.mode!r}")
+    _check(cfg.pack.strategy in ("window", "unit"),
+           f"pack.strategy must be window or unit, got {cfg.pack.strategy!r}")
     _check(cfg.pack.batch_size >= 1, f"pack.batch_size must be >= 1, got {cfg.pack.batch_size}")
+    _check(cfg.pack.max_group >= 2, f"pack.max_group must be >= 2, got {cfg.pack.max_group}")
+    _check(cfg.pack.remainder_group >= 2,
+           f"pack.remainder_group must be >= 2, got {cfg.pack.remainder_group}")
+    _check(0.0 <= cfg.pack.min_fill <= 1.0,
+           f"pack.min_fill must be in [0, 1], got {cfg.pack.min_fill}")
+    _check(cfg.pack.fit_bias >= 0.0, f"pack.fit_bias must be >= 0, got {cfg.pack.fit_bias}")
     _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
     _check(cfg.backend.name in ("auto", "gpu", "cpu"),
            f"backend must be auto, gpu or cpu, got {cfg.backend.name!r}")

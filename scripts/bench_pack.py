@@ -112,13 +112,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-docs", type=int, default=1_000_000)
     ap.add_argument("--ctx-len", type=int, default=16384)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32, help="unit strategy only")
     ap.add_argument("--subsample", type=int, default=20_000,
                     help="documents (whole clusters) for the original loop; 0 skips it")
     ap.add_argument("--backend", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--score", choices=("paper", "weighted"), default="paper")
+    ap.add_argument("--strategy", choices=("window", "unit"), default="window")
+    ap.add_argument("--score", choices=("paper", "weighted"), default="weighted")
     ap.add_argument("--mode", choices=("strict", "fill"), default="strict")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-trace", action="store_true", help="skip the tracemalloc pass")
@@ -132,6 +133,7 @@ def main() -> None:
           f"median {int(np.median(doc_len))}, {args.clusters} clusters, dim {args.dim} "
           f"(generated in {time.perf_counter() - t:.1f}s)")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, backend={args.backend}, "
+          f"strategy={args.strategy}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
 
     x = emb
@@ -139,8 +141,8 @@ def main() -> None:
         import cupy  # noqa: F401 - also used for the subsample below
 
         x = cupy.asarray(emb)
-    cfg = PackConfig(method="datasculpt", score=args.score, mode=args.mode,
-                     batch_size=args.batch_size)
+    cfg = PackConfig(method="datasculpt", strategy=args.strategy, score=args.score,
+                     mode=args.mode, batch_size=args.batch_size)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()

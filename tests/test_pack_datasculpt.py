@@ -1,4 +1,4 @@
-"""Tests of the DataSculpt packing kernel (``datasculpt.pack.datasculpt``).
+"""Tests of the unit-centric DataSculpt kernel (``datasculpt.pack.datasculpt``, ``strategy=unit``).
 
 Two independent readers keep the kernel honest: ``check_packing`` recomputes the token
 accounting and the §5 metrics from the Packing alone, and ``sequential_reference`` is the
@@ -41,8 +41,11 @@ def corpus(
     return doc_len.astype(np.int64), emb, labels.astype(np.int64)
 
 
-def cfg_for(score: str = "paper", mode: str = "strict", batch_size: int = 1) -> PackConfig:
-    return PackConfig(method="datasculpt", score=score, mode=mode, batch_size=batch_size)
+def cfg_for(score: str = "paper", mode: str = "strict", batch_size: int = 1,
+            strategy: str = "unit") -> PackConfig:
+    """The unit-centric (paper's) strategy unless asked: this file tests that kernel."""
+    return PackConfig(method="datasculpt", strategy=strategy, score=score, mode=mode,
+                      batch_size=batch_size)
 
 
 # ---------------------------------------------------------------- independent checker

@@ -31,6 +31,9 @@ def _compare(doc_len: np.ndarray, emb: np.ndarray, labels: np.ndarray, ctx_len: 
         packing, _ = pack(method, units, ctx_len, PackConfig(method=method), 0, backend,
                           embeddings=emb, clusters=clusters)
         out[method] = compute_metrics(packing, doc_len, ctx_len, 1, emb, clusters, labels)
+    unit, _ = pack("datasculpt", units, ctx_len, PackConfig(method="datasculpt", strategy="unit"),
+                   0, backend, embeddings=emb, clusters=clusters)
+    out["unit"] = compute_metrics(unit, doc_len, ctx_len, 1, emb, clusters, labels)
     fill, _ = pack("datasculpt", units, ctx_len, PackConfig(method="datasculpt", mode="fill"), 0,
                    backend, embeddings=emb, clusters=clusters)
     out["fill"] = compute_metrics(fill, doc_len, ctx_len, 1, emb, clusters, labels)
@@ -38,11 +41,22 @@ def _compare(doc_len: np.ndarray, emb: np.ndarray, labels: np.ndarray, ctx_len: 
 
 
 def _assert_bar(r: dict[str, dict[str, Any]], fill_target: float) -> None:
-    ds = r["datasculpt"]
+    ds, unit = r["datasculpt"], r["unit"]
     for m in r.values():
         assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
-    assert ds["truncation_rate"] <= 0.005
-    assert ds["seq_ratio"] <= 1.02
+    for m in (ds, unit):
+        assert m["truncation_rate"] <= 0.005
+    assert unit["seq_ratio"] <= 1.02
+    # The default (window-centric) strategy leaves gaps where a cluster runs out of small
+    # units; on the 272/136/34-window sample one window is 0.4/0.7/2.9% of the lower bound,
+    # so it is held to 2% plus one window (on the real dev corpus it stays below 1.005,
+    # docs/BENCHMARKS.md).
+    lower = ds["n_sequences"] / ds["seq_ratio"]
+    assert ds["n_sequences"] <= math.ceil(1.02 * lower) + 1
+    # Issue 8's bar: the default is ahead of the paper's unit-centric greedy on relevance and
+    # on purity of the sequences that mix documents.
+    assert ds["relevance"] > unit["relevance"]
+    assert ds["label_purity_multi"] >= unit["label_purity_multi"]
     assert ds["relevance"] >= 2 * r["concat"]["relevance"]
     assert ds["relevance"] >= 2 * r["bfd"]["relevance"]
     assert ds["relevance"] >= 0.8 * r["iclm"]["relevance"]

@@ -154,10 +154,12 @@ class _HostWindows:
     # identical gaps (for example many full windows) cannot make one placement linear in W.
     MAX_TIES = 64
 
-    def __init__(self, cap: np.ndarray, sums: np.ndarray, used: np.ndarray, ctx_len: int) -> None:
+    def __init__(self, cap: np.ndarray, sums: Any, used: np.ndarray, ctx_len: int) -> None:
         self.ctx_len = ctx_len
         self.cap = [int(c) for c in cap.tolist()]
-        self.sums = sums  # [W, D] float32; rows of new windows live in self.new_sums
+        # [W, D] float32 rows (an array, or a lazy row provider); rows of new windows live in
+        # self.new_sums
+        self.sums = sums
         self.new_sums: list[np.ndarray] = []
         self.used = used.tolist()
         self.n_fixed = len(self.cap)
@@ -209,6 +211,7 @@ class _HostWindows:
         self.norm[w] = None
 
 
+STRATEGIES = ("window", "unit")
 _POOL: ThreadPoolExecutor | None = None
 BATCH_SHARE = 32
 
@@ -503,10 +506,12 @@ def pack_datasculpt(
     """
     del seed  # deterministic by construction: ties go to the lowest window index
     t0 = time.perf_counter()
-    mode = cfg.mode
+    mode, strategy = cfg.mode, cfg.strategy
     batch_size = int(cfg.batch_size)
-    if mode not in ("strict", "fill") or cfg.score not in ("paper", "weighted"):
-        raise ValueError(f"bad pack config: mode={mode!r}, score={cfg.score!r}")
+    if (mode not in ("strict", "fill") or cfg.score not in ("paper", "weighted")
+            or strategy not in STRATEGIES):
+        raise ValueError(f"bad pack config: strategy={strategy!r}, mode={mode!r}, "
+                         f"score={cfg.score!r}")
     if batch_size < 1:
         raise ValueError(f"pack.batch_size must be >= 1, got {batch_size}")
     xp = xp_of(embeddings)
@@ -521,24 +526,31 @@ def pack_datasculpt(
     labels, unit_cl = np.unique(clusters[units.doc], return_inverse=True)
     order = np.lexsort((units.start, units.doc, -length, unit_cl))
     s_doc, s_len, s_cl = units.doc[order], length[order], unit_cl[order].astype(np.int64)
-    cl_tokens = np.bincount(s_cl, weights=s_len, minlength=labels.shape[0]).astype(np.int64)
-    # floor(tokens / ctx_len) windows, as in the paper, and at least one: each cluster's own
-    # windows end (nearly) full, and what does not fit them is packed across clusters in the
-    # remainder phase instead of leaving every cluster a half-empty last window.
-    n_open = np.maximum(1, cl_tokens // ctx_len)
-    win_start = np.zeros(labels.shape[0] + 1, dtype=np.int64)
-    np.cumsum(n_open, out=win_start[1:])
-
     cl_count = np.bincount(s_cl, minlength=labels.shape[0])
     cl_first = np.concatenate(([0], np.cumsum(cl_count)[:-1]))
-    state = _assign_clusters(xp, emb, s_doc, s_len, cl_first, cl_count, n_open, win_start,
-                             ctx_len, cfg, batch_size)
+    if strategy == "unit":
+        cl_tokens = np.bincount(s_cl, weights=s_len, minlength=labels.shape[0]).astype(np.int64)
+        # floor(tokens / ctx_len) windows, as in the paper, and at least one: each cluster's
+        # own windows end (nearly) full, and what does not fit them is packed across clusters
+        # in the remainder phase instead of leaving every cluster a half-empty last window.
+        n_open = np.maximum(1, cl_tokens // ctx_len)
+        win_start = np.zeros(labels.shape[0] + 1, dtype=np.int64)
+        np.cumsum(n_open, out=win_start[1:])
+        state = _assign_clusters(xp, emb, s_doc, s_len, cl_first, cl_count, n_open, win_start,
+                                 ctx_len, cfg, batch_size)
+    else:
+        from datasculpt.pack.window import assign_windows
+
+        state = assign_windows(xp, emb, s_doc, s_len, cl_first, cl_count, ctx_len, cfg)
     unit_win, unit_rank, rem = state["unit_win"], state["unit_rank"], state["remainder"]
     cap, sums, used, rounds = state["cap"], state["sums"], state["used"], state["rounds"]
     t_kernel = time.perf_counter() - t0
 
     # Phase 2: remainder units across clusters, best fit decreasing with similarity ties.
-    hw = _HostWindows(to_numpy(cap), to_numpy(sums), to_numpy(used), ctx_len)
+    # The window strategy hands over its centroid sums lazily (computed for the few windows
+    # the best-fit pass compares); the unit strategy has them all on the backend.
+    hw = _HostWindows(to_numpy(cap), sums if hasattr(sums, "lazy") else to_numpy(sums),
+                      to_numpy(used), ctx_len)
     gaps = _Gaps(np.asarray(hw.cap), np.flatnonzero(np.asarray(hw.cap) > 0))
     rem = rem[np.lexsort((rem, -s_len[rem]))]
     rem_emb = to_numpy(emb[xp.asarray(s_doc[rem])]) if rem.size else np.zeros((0, emb.shape[1]))
@@ -622,14 +634,16 @@ def pack_datasculpt(
     stats = {
         "clusters": int(labels.shape[0]),
         "windows_opened": int(n_windows),
-        "cluster_windows": int(win_start[-1]),
+        "cluster_windows": int(np.asarray(state["cap"]).shape[0]),
+        "strategy": strategy,
         "sequences": int(packing.n_sequences),
         "remainder_units": int(rem.shape[0]),
         "rounds": int(rounds),
         "batch_size": batch_size,
         "score": cfg.score,
         "mode": mode,
-        "dissolved_windows": n_dissolved,
+        "dissolved_windows": n_dissolved + int(state.get("dissolved_windows", 0)),
+        "groups": state.get("groups"),
         "fill_cuts": n_cuts,
         "kernel_seconds": t_kernel,
         "seconds": seconds,

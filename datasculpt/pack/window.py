@@ -1,0 +1,479 @@
+"""Window-centric DataSculpt packing: windows choose units (``pack.strategy=window``, the default).
+
+Objective: windows whose documents are about the same thing (high mean pairwise cosine, one
+label), every token placed once, no unit cut, few windows. The paper's greedy lets each unit
+pick a window; on real mixed-length text that spreads a cluster's units thinly over all of
+its windows. Here each window is built in turn: seeded with the longest unit still unplaced
+in its group, it repeatedly takes, among the unplaced units of the group that fit what is
+left of it, the one with the highest
+
+    cos(unit, window centroid) + fit_bias * len(unit) / remaining
+
+(the small length term prefers, among equally similar units, the one that closes more of the
+gap), until no unit fits. Phases:
+
+1. **Groups.** A group is a cluster; a cluster of more than ``max_group`` units is split by a
+   short spherical k-means into parts of about ``3/4 max_group`` units (a group's cost is its
+   Gram matrix, linear in the group size per unit).
+2. **Windows per group.** ``max(1, floor(tokens / ctx_len))`` windows, built one after the
+   other; the units left when they are built stay unplaced.
+3. **Dissolve.** A window that ends below ``min_fill * ctx_len`` tokens (its group ran out of
+   units that fit) is dissolved and its units are unplaced again: a group cannot fill it, a
+   larger pool can, and each such window would cost a sequence.
+4. **Second level.** What the parts of a split cluster left is pooled per cluster and packed
+   the same way (``floor(tokens / ctx_len)`` windows, dissolving again).
+5. **Remainder.** What is left is ordered along a nearest-neighbour path through the cluster
+   centroids (consecutive units come from the same or similar clusters), cut into chunks of at
+   most ``remainder_group`` units, and each chunk is packed by the same greedy.
+6. What is still left goes to the shared best-fit pass (``datasculpt.pack.datasculpt``).
+
+Invariant: a unit is placed in at most one window, a window never holds more than ``ctx_len``
+tokens (a unit is taken only when it fits the remaining capacity), and no unit is split here.
+
+Vectorised like the unit-centric kernel: groups of similar size share a padded block
+(``C x n`` units, ``C x n x n`` Gram matrix from one batched product) and every step of the
+loop advances every group of the block by one unit, with the same NumPy/CuPy code. A step
+costs ``O(C n)``; a block takes about ``n + windows`` steps, so the greedy is ``O(N n)`` and
+the Gram matrices ``O(N n D)``: nothing is quadratic in N. Clusters are independent until the
+remainder, so they are processed in batches of consecutive clusters (one gather of their
+embeddings each, bounded memory), on the host two or more batches at a time in threads (NumPy
+releases the GIL in its array loops); every batch's result depends only on its input, so the
+output is the same whatever the thread timing.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from datasculpt.backend import to_numpy, xp_of
+
+# Units per batch of clusters (one gather of their embeddings, float32: 192 MiB at D = 384).
+_BATCH_UNITS = 1 << 17
+# Units per padded block and Gram entries per block: bound the block's memory (the Gram
+# matrices are C x n x n float32) while keeping every step's arrays large enough to amortise
+# the per-call overhead of NumPy and of kernel launches.
+_BLOCK_UNITS = 1 << 16
+_BLOCK_GRAM = 1 << 25
+_KMEANS_ITERS = 3
+_KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is split
+_REM_RUN = 16  # remainder chunks per task
+_UNFIT = 1e7  # score penalty per token a unit overflows the window by
+
+
+class WindowSums:
+    """Centroid sums of the windows, row by row on first use (host, float32).
+
+    The best-fit pass after the greedy compares only a few windows (ties between equal
+    gaps), so summing every window's members up front would cost a pass over all
+    embeddings for rows nobody reads. A returned row is cached and may be updated in place.
+    """
+
+    lazy = True
+
+    def __init__(self, emb: Any, s_doc: np.ndarray, unit_win: np.ndarray, n_win: int) -> None:
+        self.emb, self.s_doc = emb, s_doc
+        placed = np.flatnonzero(unit_win >= 0)
+        order = placed[np.argsort(unit_win[placed], kind="stable")]
+        self.members = order
+        self.bounds = np.searchsorted(unit_win[order], np.arange(n_win + 1))
+        self.rows: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, w: int) -> np.ndarray:
+        row = self.rows.get(w)
+        if row is None:
+            docs = self.s_doc[self.members[self.bounds[w] : self.bounds[w + 1]]]
+            rows = to_numpy(self.emb[xp_of(self.emb).asarray(docs)])
+            row = self.rows[w] = rows.astype(np.float32).sum(axis=0)
+        return row
+
+
+def _greedy_block(
+    xp: Any, e: Any, lens: Any, n_real: np.ndarray, k_win: np.ndarray, ctx_len: int,
+    fit_bias: float,
+) -> tuple[Any, Any]:
+    """The window-centric greedy for ``C`` groups side by side.
+
+    ``e`` is ``C x n x D`` (rows past ``n_real[i]`` are padding), ``lens`` ``C x n`` float32
+    (units sorted longest first inside each group), ``k_win[i]`` the windows group ``i``
+    builds. Groups are sorted by ``n_real + k_win`` descending, so the groups still working at
+    step ``t`` are a prefix and every array below is a view. Returns per unit its window
+    (local index, -1: not placed) and the step that placed it.
+
+    The score is ranked per window, so it is kept unnormalised: ``d = unit . sum`` plus
+    ``fit_bias * |sum| * len / room`` orders units exactly as ``cos + fit_bias * len / room``.
+    """
+    c, n = lens.shape
+    f32 = xp.float32
+    inf = f32(np.inf)
+    gram = xp.matmul(e, e.transpose(0, 2, 1))
+    col = xp.arange(n)
+    n_real_x, k_win_x = xp.asarray(n_real), xp.asarray(k_win)
+    # A unit's length while it is unplaced, +inf once placed (or padding): one comparison
+    # with the room of the open window answers "still available and fits".
+    avail_len = xp.where(col[None, :] < n_real_x[:, None], lens, inf).astype(f32)
+    d = xp.zeros((c, n), dtype=f32)  # unit . (centroid sum of the open window)
+    nrm2 = xp.ones(c, dtype=f32)  # |centroid sum|^2
+    room = xp.full(c, -1.0, dtype=f32)  # capacity left in the open window; -1: none open
+    opened = xp.zeros(c, dtype=xp.int64)
+    left = n_real_x.astype(xp.int64)  # unplaced units
+    win = xp.full((c, n), -1, dtype=xp.int64)
+    step = xp.full((c, n), -1, dtype=xp.int64)
+    score = xp.empty((c, n), dtype=f32)
+    # Each step places a unit or closes a window, so a group is done after n + k steps.
+    horizon = n_real + k_win
+    scratch = xp.empty((c, n), dtype=f32)
+    n_steps = int(horizon.max()) if c else 0
+    active = np.searchsorted(-horizon, -np.arange(n_steps), side="left")  # horizon > t
+    any_start = True
+    for t in range(n_steps):
+        a = int(active[t])
+        av, dd, gg, ln, rm = avail_len[:a], d[:a], gram[:a], lens[:a], room[:a]
+        # Open a window where none is open, one is still due and a unit is left: its seed is
+        # the longest unplaced unit (the first available one: units are sorted by length).
+        # Only a window that closed in the last step can make way for one.
+        sr = xp.flatnonzero((rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
+                            ) if any_start else ()
+        if len(sr):
+            seed = xp.argmax(av[sr] < inf, axis=1)
+            dd[sr] = gg[sr, seed]
+            nrm2[sr] = gg[sr, seed, seed]
+            rm[sr] = ctx_len - ln[sr, seed]
+            win[sr, seed] = opened[sr]
+            step[sr, seed] = t
+            av[sr, seed] = inf
+            opened[sr] += 1
+            left[sr] -= 1
+        # Every open window takes its best unit among those that fit (none fits a closed
+        # window: its room is -1).
+        sc, gap = score[:a], scratch[:a]
+        if fit_bias:
+            coef = f32(fit_bias) * xp.sqrt(nrm2[:a]) / xp.maximum(rm, f32(1.0))
+            xp.multiply(ln, coef[:, None], out=sc)
+            sc += dd
+        else:
+            sc[...] = dd
+        # Units that do not fit (gap < 0, a whole number of tokens, so <= -1; -inf when
+        # placed) drop below every unit that does: scores stay far above -_UNFIT.
+        xp.subtract(rm[:, None], av, out=gap)
+        xp.minimum(gap, 0, out=gap)
+        gap *= f32(_UNFIT)
+        sc += gap
+        j = xp.argmax(sc, axis=1)
+        rows = xp.arange(a)
+        ok = sc[rows, j] > f32(-_UNFIT / 2)
+        # The open window's dot products and norm are updated for every group: a group whose
+        # window just closed gets a meaningless update, overwritten when its next window opens.
+        nrm2[:a] += 2 * dd[rows, j] + gg[rows, j, j]
+        dd += gg[rows, j]
+        closed = ~ok
+        rm[closed] = -1  # nothing fits: the window is closed
+        g_ok, j_ok = rows[ok], j[ok]
+        rm[g_ok] -= ln[g_ok, j_ok]
+        win[g_ok, j_ok] = opened[g_ok] - 1
+        step[g_ok, j_ok] = t
+        av[g_ok, j_ok] = inf
+        left[g_ok] -= 1
+        any_start = bool(closed.any())
+    return win, step
+
+
+def _blocks(sizes: np.ndarray, max_units: int = _BLOCK_UNITS,
+            max_gram: int = _BLOCK_GRAM) -> list[np.ndarray]:
+    """Groups (indices into ``sizes``) in blocks of similar size within the memory bounds.
+
+    Size classes 25% wide keep padding below a fifth of a block; inside a class the groups
+    are taken largest first.
+    """
+    out = []
+    cls = np.ceil(np.log(np.maximum(sizes, 1)) / np.log(1.25)).astype(np.int64)
+    for k in np.unique(cls).tolist():
+        members = np.flatnonzero(cls == k)
+        members = members[np.argsort(-sizes[members], kind="stable")]
+        n_pad = int(sizes[members].max())
+        per = max(1, min(max_units // max(n_pad, 1), max_gram // max(n_pad * n_pad, 1)))
+        out.extend(members[i : i + per] for i in range(0, members.shape[0], per))
+    return out
+
+
+def _solve(
+    xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
+    g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
+    of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
+    windows. Returns, aligned with ``members``, each unit's window inside its group (-1: not
+    placed) and the step that placed it (increasing within a window)."""
+    win_out = np.full(members.shape[0], -1, dtype=np.int64)
+    step_out = np.full(members.shape[0], -1, dtype=np.int64)
+    for blk in _blocks(g_count):
+        horizon = g_count[blk] + k_win[blk]
+        blk = blk[np.argsort(-horizon, kind="stable")]
+        n_real, kb = g_count[blk], k_win[blk]
+        n = int(n_real.max())
+        col = np.arange(n)
+        real = col[None, :] < n_real[:, None]
+        idx = g_first[blk][:, None] + np.minimum(col[None, :], n_real[:, None] - 1)
+        # Padding rows repeat the group's last unit: never available, never placed.
+        e = rows[xp.asarray(members[idx])]
+        ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
+        win, step = _greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias)
+        win, step = to_numpy(win), to_numpy(step)
+        win_out[idx[real]] = win[real]
+        step_out[idx[real]] = step[real]
+    return win_out, step_out
+
+
+def _groups(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``members``, ``g_first``, ``g_count`` of a list of groups."""
+    g_count = np.asarray([p.shape[0] for p in parts], dtype=np.int64)
+    members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
+    return members, g_first, g_count
+
+
+def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
+    """Row indices of parts of at most ``max_group`` rows of one cluster (rows longest first).
+
+    Spherical k-means with ``ceil(n / (3/4 max_group))`` centroids, trained on an evenly
+    spaced sample (``_KMEANS_SAMPLE`` rows per centroid, initialised from evenly spaced sample
+    rows, so nothing is random), then one assignment of every row. A part still larger than
+    ``max_group`` is cut round-robin (row ``i`` to piece ``i mod pieces``), which keeps long
+    and short units in every piece so each can fill its windows. Every part keeps the rows'
+    order (longest first).
+    """
+    n = x.shape[0]
+    k = -(-n // max(1, (3 * max_group) // 4))
+    m = min(n, _KMEANS_SAMPLE * k)
+    sample = x[xp.asarray((np.arange(m) * n) // m)]
+    cent = sample[xp.asarray((np.arange(k) * m) // k)]
+    for _ in range(_KMEANS_ITERS):
+        onehot = (xp.argmax(sample @ cent.T, axis=1)[:, None] == xp.arange(k)[None, :])
+        new = onehot.T.astype(xp.float32) @ sample
+        norm = xp.sqrt((new * new).sum(axis=1, keepdims=True))
+        cent = xp.where(norm > 0, new / xp.maximum(norm, xp.float32(1e-12)), cent)
+    lab = to_numpy(xp.argmax(x @ cent.T, axis=1))
+    parts = []
+    for part in range(k):
+        rows = np.flatnonzero(lab == part)
+        pieces = -(-rows.shape[0] // max_group)
+        parts.extend(rows[i::pieces] for i in range(pieces))
+    return parts
+
+
+def _dissolve(win: np.ndarray, members: np.ndarray, lens: np.ndarray, n_win: int,
+              floor: float) -> int:
+    """Unplace (``win = -1``) the units of windows holding less than ``floor`` tokens; ``win``
+    holds window ids ``0 .. n_win`` (-1: unplaced) aligned with ``members``. Returns how many
+    non-empty windows were dissolved."""
+    placed = win >= 0
+    fill = np.bincount(win[placed], weights=lens[members[placed]], minlength=n_win)
+    weak = fill < floor
+    win[placed & weak[np.where(placed, win, 0)]] = -1
+    return int((weak & (fill > 0)).sum())
+
+
+def _pack_batch(
+    xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, first: np.ndarray,
+    count: np.ndarray, ctx_len: int, cfg: Any,
+) -> dict[str, Any]:
+    """Phases 1-4 for consecutive clusters (sorted positions ``first[0] ..``): per unit of the
+    batch its window (batch-local id, -1: unplaced) and step, and each cluster's embedding
+    sum (for the remainder's path)."""
+    max_group, fit_bias = int(cfg.max_group), float(cfg.fit_bias)
+    floor = float(cfg.min_fill) * ctx_len
+    lo = int(first[0])
+    hi = int(first[-1] + count[-1])
+    rows = emb[xp.asarray(s_doc[lo:hi])]  # the batch's embeddings, in sorted order
+    lens = s_len[lo:hi]
+    loc = first - lo
+    parts, owner = [], []
+    for i, (f, n) in enumerate(zip(loc.tolist(), count.tolist(), strict=True)):
+        mine = np.arange(f, f + n)
+        got = [mine] if n <= max_group else [mine[p] for p in _split(xp, rows[f : f + n],
+                                                                     max_group)]
+        parts.extend(got)
+        owner.extend([i] * len(got))
+    win = np.full(hi - lo, -1, dtype=np.int64)
+    step = np.full(hi - lo, -1, dtype=np.int64)
+    n_win, n_steps, n_dissolved = 0, 0, 0
+    split = np.bincount(np.asarray(owner, dtype=np.int64), minlength=count.shape[0]) > 1
+    for level in (1, 2):
+        if level == 2:  # what the parts of a split cluster left, pooled per cluster
+            parts = []
+            for i in np.flatnonzero(split).tolist():
+                left = np.flatnonzero(win[loc[i] : loc[i] + count[i]] < 0) + loc[i]
+                pieces = -(-left.shape[0] // max_group)
+                parts.extend(left[j::pieces] for j in range(pieces))
+        members, g_first, g_count = _groups(parts)
+        if not members.size:
+            continue
+        tokens = np.add.reduceat(lens[members], g_first)
+        k_win = tokens // ctx_len
+        if level == 1:
+            k_win = np.maximum(1, k_win)
+        keep = k_win > 0
+        members, g_first, g_count = _groups([p for p, k in zip(parts, keep, strict=True) if k])
+        k_win = k_win[keep]
+        if not members.size:
+            continue
+        w_local, s_local = _solve(xp, rows, lens, members, g_first, g_count, k_win, ctx_len,
+                                  fit_bias)
+        base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
+        w_new = np.where(w_local >= 0, w_local + base, -1)
+        n_dissolved += _dissolve(w_new, members, lens, int(k_win.sum()), floor)
+        placed = w_new >= 0
+        win[members[placed]] = n_win + w_new[placed]
+        step[members[placed]] = n_steps + s_local[placed]
+        n_win += int(k_win.sum())
+        n_steps += int(s_local.max()) + 1
+    cl_sums = np.stack([to_numpy(rows[f : f + n].sum(axis=0)).astype(np.float64)
+                        for f, n in zip(loc.tolist(), count.tolist(), strict=True)])
+    return {"win": win, "step": step, "n_win": n_win, "n_steps": n_steps, "cl_sums": cl_sums,
+            "groups": len(owner), "dissolved": n_dissolved}
+
+
+def _workers(xp: Any) -> int:
+    """Threads for independent batches: the host's cores (at most 4: the batches share its
+    memory bandwidth); one on the GPU, where a batch already fills the device."""
+    return min(os.cpu_count() or 1, 4) if xp is np else 1
+
+
+def _batches(count: np.ndarray) -> list[np.ndarray]:
+    """Consecutive clusters in batches of at most ``_BATCH_UNITS`` units (a larger cluster
+    alone)."""
+    out, cur, n = [], [], 0
+    for i, c in enumerate(count.tolist()):
+        if cur and n + c > _BATCH_UNITS:
+            out.append(np.asarray(cur))
+            cur, n = [], 0
+        cur.append(i)
+        n += c
+    if cur:
+        out.append(np.asarray(cur))
+    return out
+
+
+def _centroid_path(cent: np.ndarray) -> np.ndarray:
+    """Rank of every cluster along a greedy nearest-neighbour path from cluster 0.
+
+    Consecutive clusters on the path are similar, so remainder units taken in path order and
+    cut into chunks share a chunk with units of the same or neighbouring clusters.
+    """
+    k = cent.shape[0]
+    norm = np.linalg.norm(cent, axis=1, keepdims=True)
+    c = (cent / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    rank = np.empty(k, dtype=np.int64)
+    seen = np.zeros(k, dtype=bool)
+    cur = 0
+    for i in range(k):
+        rank[cur] = i
+        seen[cur] = True
+        if i + 1 < k:
+            sim = c @ c[cur]
+            sim[seen] = -np.inf
+            cur = int(np.argmax(sim))
+    return rank
+
+
+def assign_windows(
+    xp: Any,
+    emb: Any,
+    s_doc: np.ndarray,
+    s_len: np.ndarray,
+    cl_first: np.ndarray,
+    cl_count: np.ndarray,
+    ctx_len: int,
+    cfg: Any,
+) -> dict[str, Any]:
+    """Phases 1-5 of the window-centric strategy over units sorted by (cluster, length desc).
+
+    Returns the same state as the unit-centric phase 1: per sorted unit its window (-1: left
+    for the best-fit pass) and placement rank, the units left, and per window its remaining
+    capacity, centroid sum (lazy: ``WindowSums``) and whether it holds anything.
+    """
+    n_units, dim = s_doc.shape[0], int(emb.shape[1])
+    k_cl = cl_count.shape[0]
+    batches = _batches(cl_count) if n_units else []
+
+    def run(b: np.ndarray) -> dict[str, Any]:
+        return _pack_batch(xp, emb, s_doc, s_len, cl_first[b], cl_count[b], ctx_len, cfg)
+
+    workers = _workers(xp)
+    if workers > 1 and len(batches) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="datasculpt-window") as pool:
+            results = list(pool.map(run, batches))
+    else:
+        results = [run(b) for b in batches]
+    unit_win = np.full(n_units, -1, dtype=np.int64)
+    unit_rank = np.full(n_units, -1, dtype=np.int64)
+    cl_sums = np.zeros((k_cl, dim), dtype=np.float64)
+    n_win, rank = 0, 0
+    for b, r in zip(batches, results, strict=True):
+        lo = int(cl_first[b[0]])
+        sl = slice(lo, lo + r["win"].shape[0])
+        placed = r["win"] >= 0
+        unit_win[sl] = np.where(placed, r["win"] + n_win, -1)
+        unit_rank[sl] = np.where(placed, r["step"] + rank, -1)
+        cl_sums[b] = r["cl_sums"]
+        n_win += r["n_win"]
+        rank += r["n_steps"]
+    n_main = n_win
+
+    # Remainder: along the cluster path, in chunks, by the same greedy.
+    rem = np.flatnonzero(unit_win < 0)
+    unit_cl = np.repeat(np.arange(k_cl), cl_count)
+    path = _centroid_path(cl_sums) if k_cl else np.zeros(0, np.int64)
+    rem = rem[np.lexsort((rem, -s_len[rem], path[unit_cl[rem]]))]
+    rem_group = int(cfg.remainder_group)
+    n_chunks = -(-rem.shape[0] // rem_group) if rem.size else 0
+    # Chunks of equal size (not rem_group and a stub): the stub would pack badly.
+    bounds = (np.arange(n_chunks + 1) * rem.shape[0]) // max(n_chunks, 1)
+    # Inside a chunk: longest first (the greedy's seed order), path order between equals.
+    chunks = [rem[a:b][np.argsort(-s_len[rem[a:b]], kind="stable")]
+              for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    chunks = [c for c in chunks if int(s_len[c].sum()) >= ctx_len]
+
+    def run_chunks(part: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        members, g_first, g_count = _groups(part)
+        k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
+        rows = emb[xp.asarray(s_doc[members])]
+        w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
+                                  g_first, g_count, k_win, ctx_len, float(cfg.fit_bias))
+        base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
+        return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
+
+    # Chunks are independent: they go to the workers in runs of a fixed number of chunks,
+    # whatever the number of workers, because the padded blocks (and so the rounding of the
+    # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
+    runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
+    if workers > 1 and len(runs) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="datasculpt-window") as pool:
+            solved = list(pool.map(run_chunks, runs))
+    else:
+        solved = [run_chunks(r) for r in runs]
+    for members, w_run, s_local, n_run in solved:
+        placed = w_run >= 0
+        unit_win[members[placed]] = n_win + w_run[placed]
+        unit_rank[members[placed]] = rank + s_local[placed]
+        n_win += n_run
+    placed = unit_win >= 0
+    tokens = np.bincount(unit_win[placed], weights=s_len[placed], minlength=n_win)
+    cap = (ctx_len - tokens).astype(np.int64)
+    cap[:n_main][tokens[:n_main] == 0] = 0  # dissolved: empty, and closed to the best-fit pass
+    return {
+        "unit_win": unit_win,
+        "unit_rank": unit_rank,
+        "remainder": np.flatnonzero(unit_win < 0),
+        "cap": cap,
+        "sums": WindowSums(emb, s_doc, unit_win, n_win),
+        "used": tokens > 0,
+        "rounds": 0,
+        "groups": sum(r["groups"] for r in results),
+        "dissolved_windows": sum(r["dissolved"] for r in results),
+        "remainder_chunks": len(chunks),
+        "remainder_in": int(rem.shape[0]),
+    }
