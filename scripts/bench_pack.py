@@ -19,7 +19,8 @@ pre-parsed Python lists (the original re-parses a JSON string per score), which 
 
 Run::
 
-    python scripts/bench_pack.py --n-docs 1000000 --ctx-len 16384 --batch-size 256
+    python scripts/bench_pack.py --n-docs 1000000 --ctx-len 16384            # the default
+    python scripts/bench_pack.py --n-docs 1000000 --strategy unit           # the paper's greedy
 """
 
 from __future__ import annotations
@@ -150,9 +151,11 @@ def main() -> None:
     seconds = time.perf_counter() - t
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     docs_per_s = args.n_docs / seconds
+    shape = (f"{stats['groups']:,} groups, {stats['dissolved_windows']:,} dissolved windows"
+             if args.strategy == "window" else f"{stats['rounds']:,} rounds")
     print(f"pack: {seconds:.2f}s, {docs_per_s:,.0f} docs/s (kernel {stats['kernel_seconds']:.2f}s, "
-          f"{stats['rounds']:,} rounds, {stats['windows_opened']:,} windows, "
-          f"{stats['remainder_units']:,} remainder units)")
+          f"{shape}, {stats['windows_opened']:,} windows, "
+          f"{stats['remainder_units']:,} units left to the best-fit pass)")
     print(f"memory: ru_maxrss peak {rss_after / 2**20:.2f} GiB for the whole process "
           f"(+{(rss_after - rss_before) / 2**20:.2f} GiB during pack; input embeddings "
           f"{emb.nbytes / 2**30:.2f} GiB)")

@@ -61,6 +61,7 @@ _BLOCK_GRAM = 1 << 25
 _KMEANS_ITERS = 3
 _KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is split
 _REM_RUN = 16  # remainder chunks per task
+_REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
 _UNFIT = 1e7  # score penalty per token a unit overflows the window by
 
 
@@ -336,6 +337,49 @@ def _pack_batch(
             "groups": len(owner), "dissolved": n_dissolved}
 
 
+def _remainder_pass(
+    xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
+    unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
+    fit_bias: float, workers: int,
+) -> tuple[int, int]:
+    """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
+    consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
+    Writes ``unit_win``/``unit_rank`` in place; returns the new window count and the number
+    of chunks packed."""
+    n_chunks = -(-rem.shape[0] // size) if rem.size else 0
+    # Chunks of equal size (not rem_group and a stub): the stub would pack badly.
+    bounds = (np.arange(n_chunks + 1) * rem.shape[0]) // max(n_chunks, 1)
+    # Inside a chunk: longest first (the greedy's seed order), path order between equals.
+    chunks = [rem[a:b][np.argsort(-s_len[rem[a:b]], kind="stable")]
+              for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    chunks = [c for c in chunks if int(s_len[c].sum()) >= ctx_len]
+
+    def run_chunks(part: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        members, g_first, g_count = _groups(part)
+        k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
+        rows = emb[xp.asarray(s_doc[members])]
+        w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
+                                  g_first, g_count, k_win, ctx_len, fit_bias)
+        base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
+        return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
+
+    # Chunks are independent: they go to the workers in runs of a fixed number of chunks,
+    # whatever the number of workers, because the padded blocks (and so the rounding of the
+    # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
+    runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
+    if workers > 1 and len(runs) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="datasculpt-window") as pool:
+            solved = list(pool.map(run_chunks, runs))
+    else:
+        solved = [run_chunks(r) for r in runs]
+    for members, w_run, s_local, n_run in solved:
+        placed = w_run >= 0
+        unit_win[members[placed]] = n_win + w_run[placed]
+        unit_rank[members[placed]] = rank + s_local[placed]
+        n_win += n_run
+    return n_win, len(chunks)
+
+
 def _workers(xp: Any) -> int:
     """Threads for independent batches: the host's cores (at most 4: the batches share its
     memory bandwidth); one on the GPU, where a batch already fills the device."""
@@ -428,38 +472,18 @@ def assign_windows(
     unit_cl = np.repeat(np.arange(k_cl), cl_count)
     path = _centroid_path(cl_sums) if k_cl else np.zeros(0, np.int64)
     rem = rem[np.lexsort((rem, -s_len[rem], path[unit_cl[rem]]))]
+    remainder_in = int(rem.shape[0])
     rem_group = int(cfg.remainder_group)
-    n_chunks = -(-rem.shape[0] // rem_group) if rem.size else 0
-    # Chunks of equal size (not rem_group and a stub): the stub would pack badly.
-    bounds = (np.arange(n_chunks + 1) * rem.shape[0]) // max(n_chunks, 1)
-    # Inside a chunk: longest first (the greedy's seed order), path order between equals.
-    chunks = [rem[a:b][np.argsort(-s_len[rem[a:b]], kind="stable")]
-              for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    chunks = [c for c in chunks if int(s_len[c].sum()) >= ctx_len]
-
-    def run_chunks(part: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        members, g_first, g_count = _groups(part)
-        k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
-        rows = emb[xp.asarray(s_doc[members])]
-        w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
-                                  g_first, g_count, k_win, ctx_len, float(cfg.fit_bias))
-        base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
-        return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
-
-    # Chunks are independent: they go to the workers in runs of a fixed number of chunks,
-    # whatever the number of workers, because the padded blocks (and so the rounding of the
-    # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
-    runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
-    if workers > 1 and len(runs) > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="datasculpt-window") as pool:
-            solved = list(pool.map(run_chunks, runs))
-    else:
-        solved = [run_chunks(r) for r in runs]
-    for members, w_run, s_local, n_run in solved:
-        placed = w_run >= 0
-        unit_win[members[placed]] = n_win + w_run[placed]
-        unit_rank[members[placed]] = rank + s_local[placed]
-        n_win += n_run
+    # A large remainder is first packed in chunks of max_group (cheap: the cost per unit
+    # grows with the chunk), then what that leaves in chunks of remainder_group.
+    sizes = [rem_group] if rem.shape[0] <= _REM_TIER * rem_group else [int(cfg.max_group),
+                                                                         rem_group]
+    n_chunks = 0
+    for size in sizes:
+        n_win, n = _remainder_pass(xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win,
+                                   rank, ctx_len, float(cfg.fit_bias), workers)
+        n_chunks += n
+        rem = rem[unit_win[rem] < 0]  # still in path order
     placed = unit_win >= 0
     tokens = np.bincount(unit_win[placed], weights=s_len[placed], minlength=n_win)
     cap = (ctx_len - tokens).astype(np.int64)
@@ -474,6 +498,6 @@ def assign_windows(
         "rounds": 0,
         "groups": sum(r["groups"] for r in results),
         "dissolved_windows": sum(r["dissolved"] for r in results),
-        "remainder_chunks": len(chunks),
-        "remainder_in": int(rem.shape[0]),
+        "remainder_chunks": n_chunks,
+        "remainder_in": remainder_in,
     }
