@@ -68,11 +68,12 @@ class PackConfig:
     # docs/BENCHMARKS.md) | unit (the paper's greedy: every unit picks a window)
     strategy: str = "window"
     # window strategy: a group (a cluster, or a part of one) holds at most max_group units;
-    # a window its group leaves below min_fill * ctx_len is dissolved into the remainder,
-    # which is packed in chunks of remainder_group units; fit_bias weighs how much of the
-    # remaining gap a unit closes against its similarity.
+    # the emptiest windows are dissolved into the remainder until the others leave at most
+    # max_waste of their capacity empty; the remainder is packed in chunks of remainder_group
+    # units; fit_bias weighs how much of the remaining gap a unit closes against its
+    # similarity.
     max_group: int = 128
-    min_fill: float = 0.9
+    max_waste: float = 0.005
     remainder_group: int = 1024
     fit_bias: float = 0.1
     # unit strategy
@@ -159,8 +160,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.pack.max_group >= 2, f"pack.max_group must be >= 2, got {cfg.pack.max_group}")
     _check(cfg.pack.remainder_group >= 2,
            f"pack.remainder_group must be >= 2, got {cfg.pack.remainder_group}")
-    _check(0.0 <= cfg.pack.min_fill <= 1.0,
-           f"pack.min_fill must be in [0, 1], got {cfg.pack.min_fill}")
+    _check(0.0 <= cfg.pack.max_waste <= 1.0,
+           f"pack.max_waste must be in [0, 1], got {cfg.pack.max_waste}")
     _check(cfg.pack.fit_bias >= 0.0, f"pack.fit_bias must be >= 0, got {cfg.pack.fit_bias}")
     _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
     _check(cfg.backend.name in ("auto", "gpu", "cpu"),

@@ -68,8 +68,12 @@ def synthetic_corpus(
     return doc_len, emb, labels
 
 
-def original_greedy(doc_len: list[int], vectors: list[list[float]], ctx_len: int) -> int:
-    """The authors' per-cluster loop (construct_datasculpt.handle_token_num); returns #placed."""
+def original_greedy(doc_len: list[int], vectors: list[list[float]], ctx_len: int,
+                    bags_out: list[list[int]] | None = None) -> int:
+    """The authors' per-cluster loop (construct_datasculpt.handle_token_num); returns #placed.
+
+    With ``bags_out``, each window's documents (indices into the input) are appended to it.
+    """
 
     def cosine_similarity(v1: list[float], v2: list[float]) -> float:
         if all(x == 0 for x in v1) or all(x == 0 for x in v2):
@@ -83,16 +87,17 @@ def original_greedy(doc_len: list[int], vectors: list[list[float]], ctx_len: int
     n_windows = total // ctx_len
     if n_windows < 1:
         return 0
-    docs = sorted(zip(doc_len, vectors, strict=True), key=lambda x: x[0], reverse=True)
+    docs = sorted(zip(doc_len, vectors, range(len(doc_len)), strict=True), key=lambda x: x[0],
+                  reverse=True)
     sample_tokens, running, cut = n_windows * ctx_len, 0, 0
-    for i, (n, _) in enumerate(docs):
+    for i, (n, _, _) in enumerate(docs):
         running += n
         if running > sample_tokens:
             cut = i + n_windows
             break
     docs = docs[:cut]
     dim = len(vectors[0])
-    bags = [{"capacity": ctx_len, "center_vector": [0.0] * dim, "doc_num": 0}
+    bags = [{"capacity": ctx_len, "center_vector": [0.0] * dim, "doc_num": 0, "docs": []}
             for _ in range(n_windows)]
     placed = 0
     for doc in docs:
@@ -105,7 +110,10 @@ def original_greedy(doc_len: list[int], vectors: list[list[float]], ctx_len: int
         m = bag["doc_num"]
         centre = bag["center_vector"]
         bag["center_vector"] = [(x * (m - 1) + y) / m for x, y in zip(centre, doc[1], strict=True)]
+        bag["docs"].append(doc[2])
         placed += 1
+    if bags_out is not None:
+        bags_out.extend(bag["docs"] for bag in bags if bag["docs"])
     return placed
 
 

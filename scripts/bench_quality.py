@@ -28,8 +28,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from bench_pack import original_greedy  # noqa: E402
 
 import datasculpt  # noqa: E402
+from datasculpt.metrics import compute_metrics  # noqa: E402
+from datasculpt.tokenize import make_units  # noqa: E402
+from datasculpt.types import Packing  # noqa: E402
 
 DEFAULT_INPUT = Path.home() / ".cache" / "datasculpt" / "devcorpus" / "devcorpus.jsonl"
 COLUMNS = ("lossless", "truncation", "seq_ratio", "fill", "relevance", "label purity (>= 2 docs)",
@@ -50,6 +58,32 @@ def _row(name: str, m: dict) -> list[str]:
             f("label_purity_multi"), f("cluster_purity_multi"), f("n_sequences", "{:d}")]
 
 
+def original(work_dir: Path, ctx_len: int, label_key: str, cut: bool) -> dict:
+    """The authors' own Phase-2 loop (``bench_pack.original_greedy``) on the run's clusters and
+    embeddings: no separator, no feasibility check, and what does not fit its
+    ``floor(tokens / ctx_len)`` windows per cluster is dropped. ``cut=False`` feeds it whole
+    documents (their code has no cut of long ones: a window then holds a document of any
+    length); ``cut=True`` feeds it our units (long documents cut into ``ctx_len`` pieces first),
+    the fair comparison of the two greedy phases on the same input."""
+    docs = pq.read_table(work_dir / "documents.parquet").to_pydict()
+    doc_len = np.asarray(docs["n_tokens"], dtype=np.int64)
+    emb = np.load(work_dir / "embeddings.npy", allow_pickle=False)
+    clusters = np.load(work_dir / "clusters.npy", allow_pickle=False)
+    units = make_units(doc_len, ctx_len if cut else int(doc_len.max()) + 1, 0)
+    u_cl = clusters[units.doc]
+    bags: list[list[int]] = []
+    for c in np.unique(u_cl).tolist():
+        mine = np.flatnonzero(u_cl == c)
+        found: list[list[int]] = []
+        original_greedy(units.length[mine].tolist(), emb[units.doc[mine]].tolist(), ctx_len,
+                        found)
+        bags.extend([int(mine[i]) for i in bag] for bag in found)
+    packing = Packing.from_lists([[(int(units.doc[u]), int(units.start[u]), int(units.end[u]))
+                                   for u in bag] for bag in bags])
+    return compute_metrics(packing, doc_len, ctx_len, 0, emb, clusters,
+                           np.asarray(docs[label_key]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", default=str(DEFAULT_INPUT))
@@ -58,8 +92,10 @@ def main() -> None:
     ap.add_argument("--work-dir", default=str(Path.home() / ".cache" / "datasculpt" /
                                               "bench_quality"))
     ap.add_argument("--strategies", nargs="+", default=["window", "unit"])
+    ap.add_argument("--original", action="store_true",
+                    help="also run the authors' original Phase-2 loop (pure Python, slow)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="extra config overrides, e.g. pack.min_fill=0.8")
+                    help="extra config overrides, e.g. pack.max_waste=0.01")
     args = ap.parse_args()
     if not Path(args.input).exists():
         sys.exit(f"input not found: {args.input} (make it with scripts/make_dev_corpus.py)")
@@ -93,6 +129,15 @@ def main() -> None:
             reference = reference or report.get("reference")
             print(f"ctx {ctx}, strategy {strategy}: {seconds:.1f}s "
                   f"(pack {report['stages']['pack']['seconds']:.2f}s)", flush=True)
+        for cut in (True, False) if args.original else ():
+            t0 = time.perf_counter()
+            m = original(Path(args.work_dir), ctx, args.label_key, cut)
+            name = "authors' loop, " + ("our units" if cut else "whole documents")
+            lines.append(f"| {ctx} | " + " | ".join(_row(name, m)) + " |")
+            print(f"ctx {ctx}, {name}: {time.perf_counter() - t0:.1f}s, "
+                  f"{m['lost_tokens']:,} of {m['total_doc_tokens']:,} tokens lost, "
+                  f"{m['overlong_sequences']:,} of {m['n_sequences']:,} windows over ctx_len",
+                  flush=True)
         if reference:
             lines.append(f"| {ctx} | " + " | ".join(_row("random grouping", reference)) + " |")
     print()

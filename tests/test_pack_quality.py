@@ -40,19 +40,15 @@ def _compare(doc_len: np.ndarray, emb: np.ndarray, labels: np.ndarray, ctx_len: 
     return out
 
 
-def _assert_bar(r: dict[str, dict[str, Any]], fill_target: float) -> None:
+def _assert_bar(r: dict[str, dict[str, Any]], fill_target: float, max_ratio: float) -> None:
     ds, unit = r["datasculpt"], r["unit"]
     for m in r.values():
         assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
     for m in (ds, unit):
         assert m["truncation_rate"] <= 0.005
     assert unit["seq_ratio"] <= 1.02
-    # The default (window-centric) strategy leaves gaps where a cluster runs out of small
-    # units; on the 272/136/34-window sample one window is 0.4/0.7/2.9% of the lower bound,
-    # so it is held to 2% plus one window (on the real dev corpus it stays below 1.005,
-    # docs/BENCHMARKS.md).
     lower = ds["n_sequences"] / ds["seq_ratio"]
-    assert ds["n_sequences"] <= math.ceil(1.02 * lower) + 1
+    assert ds["n_sequences"] <= math.ceil(max_ratio * lower)
     # Issue 8's bar: the default is ahead of the paper's unit-centric greedy on relevance and
     # on purity of the sequences that mix documents.
     assert ds["relevance"] > unit["relevance"]
@@ -76,7 +72,11 @@ def test_datasculpt_beats_the_baselines_on_the_embedded_sample(sample_semantics:
     total = r["fill"]["total_tokens"]
     optimum = total / (math.ceil(total / ctx_len) * ctx_len)
     assert r["fill"]["n_sequences"] == math.ceil(total / ctx_len)
-    _assert_bar(r, fill_target=optimum - 1e-9)
+    # The default (window-centric) strategy leaves a gap where a cluster runs out of units
+    # that fit; on this 272/136/34-window sample one window more is 0.4/0.7/2.9% of the lower
+    # bound, so it is held to 3% here and to issue 8's 1% on the larger corpus below (and on
+    # the real dev corpus, docs/BENCHMARKS.md).
+    _assert_bar(r, fill_target=optimum - 1e-9, max_ratio=1.03)
 
 
 @pytest.mark.parametrize("ctx_len", CTX_LENS)
@@ -89,4 +89,4 @@ def test_datasculpt_beats_the_baselines_on_a_labelled_synthetic_corpus(ctx_len: 
     emb = centres[labels] / np.sqrt(dim) * 3 + rng.standard_normal((n_docs, dim)) / np.sqrt(dim)
     emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
     r = _compare(doc_len.astype(np.int64), emb, labels, ctx_len, resolve_backend("cpu"))
-    _assert_bar(r, fill_target=0.999)
+    _assert_bar(r, fill_target=0.999, max_ratio=1.01)

@@ -130,11 +130,12 @@ small = st.fixed_dictionaries({
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=small, mode=st.sampled_from(["strict", "fill"]), max_group=st.sampled_from([2, 5, 128]),
-       remainder_group=st.sampled_from([2, 7, 1024]), min_fill=st.sampled_from([0.0, 0.9, 1.0]))
-def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, min_fill):
+       remainder_group=st.sampled_from([2, 7, 1024]),
+       max_waste=st.sampled_from([0.0, 0.005, 1.0]))
+def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, max_waste):
     units, emb, clusters = small_input(p)
     cfg = window_cfg(mode=mode, max_group=max_group, remainder_group=remainder_group,
-                     min_fill=min_fill)
+                     max_waste=max_waste)
     packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)
     mine = check_packing(packing, units, p["ctx_len"], emb)
     assert stats["sequences"] == mine["n_sequences"]

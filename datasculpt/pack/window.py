@@ -17,14 +17,18 @@ gap), until no unit fits. Phases:
    Gram matrix, linear in the group size per unit).
 2. **Windows per group.** ``max(1, floor(tokens / ctx_len))`` windows, built one after the
    other; the units left when they are built stay unplaced.
-3. **Dissolve.** A window that ends below ``min_fill * ctx_len`` tokens (its group ran out of
-   units that fit) is dissolved and its units are unplaced again: a group cannot fill it, a
-   larger pool can, and each such window would cost a sequence.
-4. **Second level.** What the parts of a split cluster left is pooled per cluster and packed
-   the same way (``floor(tokens / ctx_len)`` windows, dissolving again).
+3. **Second level.** A split cluster's parts first give back their windows below
+   ``_SPLIT_FILL``; what its parts left is pooled per cluster and packed the same way
+   (``floor(tokens / ctx_len)`` windows) before step 4.
+4. **Dissolve.** Where a cluster ran out of units that fit, its windows end part-empty, and
+   every such gap costs sequences. The emptiest windows are dissolved (their units unplaced
+   again) until the others leave at most ``max_waste`` of their room empty: the remainder
+   pass, which mixes neighbouring clusters, can fill what a cluster alone cannot.
 5. **Remainder.** What is left is ordered along a nearest-neighbour path through the cluster
    centroids (consecutive units come from the same or similar clusters), cut into chunks of at
-   most ``remainder_group`` units, and each chunk is packed by the same greedy.
+   most ``remainder_group`` units, and each chunk is packed by the same greedy (a remainder of
+   many chunks is first packed in chunks of ``max_group``: the cost per unit grows with the
+   chunk).
 6. What is still left goes to the shared best-fit pass (``datasculpt.pack.datasculpt``).
 
 Invariant: a unit is placed in at most one window, a window never holds more than ``ctx_len``
@@ -62,6 +66,7 @@ _KMEANS_ITERS = 3
 _KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is split
 _REM_RUN = 16  # remainder chunks per task
 _REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
+_SPLIT_FILL = 0.8  # a part's window below this fill goes back to its cluster's pool
 _UNFIT = 1e7  # score penalty per token a unit overflows the window by
 
 
@@ -266,15 +271,41 @@ def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
 
 
 def _dissolve(win: np.ndarray, members: np.ndarray, lens: np.ndarray, n_win: int,
-              floor: float) -> int:
-    """Unplace (``win = -1``) the units of windows holding less than ``floor`` tokens; ``win``
-    holds window ids ``0 .. n_win`` (-1: unplaced) aligned with ``members``. Returns how many
-    non-empty windows were dissolved."""
+              floor: float, eligible: np.ndarray) -> int:
+    """Unplace (``win = -1``) the units of the ``eligible`` windows holding less than
+    ``floor`` tokens; ``win`` holds window ids ``0 .. n_win`` (-1: unplaced) aligned with
+    ``members``. Returns how many non-empty windows were dissolved."""
     placed = win >= 0
     fill = np.bincount(win[placed], weights=lens[members[placed]], minlength=n_win)
-    weak = fill < floor
+    weak = (fill < floor) & eligible
     win[placed & weak[np.where(placed, win, 0)]] = -1
     return int((weak & (fill > 0)).sum())
+
+
+def _trim_waste(win: np.ndarray, step: np.ndarray, lens: np.ndarray, n_win: int, ctx_len: int,
+                max_waste: float) -> int:
+    """Unplace the units of the emptiest windows until the others leave at most
+    ``max_waste`` of their capacity empty; returns how many windows were dissolved.
+
+    A window is left part-empty where its cluster ran out of units that fit; each such gap
+    costs sequences, and the remainder pass, which mixes the units of neighbouring clusters,
+    can fill them. Dissolving the emptiest first keeps as many coherent windows as the budget
+    allows, whatever the corpus (a fixed fill threshold dissolved too few windows on some
+    corpora and too many on others)."""
+    placed = win >= 0
+    fill = np.bincount(win[placed], weights=lens[placed], minlength=n_win)
+    used = np.flatnonzero(fill > 0)
+    if not used.size:
+        return 0
+    order = used[np.lexsort((used, fill[used]))]  # emptiest first
+    free = np.cumsum((ctx_len - fill[order])[::-1])[::-1]  # empty space of order[i:]
+    n_drop = int(np.searchsorted(-free, -max_waste * ctx_len * used.shape[0], side="left"))
+    drop = np.zeros(n_win, dtype=bool)
+    drop[order[:n_drop]] = True
+    back = placed & drop[np.where(placed, win, 0)]
+    win[back] = -1
+    step[back] = -1
+    return n_drop
 
 
 def _pack_batch(
@@ -285,7 +316,6 @@ def _pack_batch(
     batch its window (batch-local id, -1: unplaced) and step, and each cluster's embedding
     sum (for the remainder's path)."""
     max_group, fit_bias = int(cfg.max_group), float(cfg.fit_bias)
-    floor = float(cfg.min_fill) * ctx_len
     lo = int(first[0])
     hi = int(first[-1] + count[-1])
     rows = emb[xp.asarray(s_doc[lo:hi])]  # the batch's embeddings, in sorted order
@@ -325,12 +355,16 @@ def _pack_batch(
                                   fit_bias)
         base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
         w_new = np.where(w_local >= 0, w_local + base, -1)
-        n_dissolved += _dissolve(w_new, members, lens, int(k_win.sum()), floor)
+        if level == 1:  # a part that could not fill a window leaves it to its cluster's pool
+            in_split = np.repeat(split[np.asarray(owner)[keep]], k_win)
+            n_dissolved += _dissolve(w_new, members, lens, int(k_win.sum()),
+                                     _SPLIT_FILL * ctx_len, in_split)
         placed = w_new >= 0
         win[members[placed]] = n_win + w_new[placed]
         step[members[placed]] = n_steps + s_local[placed]
         n_win += int(k_win.sum())
         n_steps += int(s_local.max()) + 1
+    n_dissolved += _trim_waste(win, step, lens, n_win, ctx_len, float(cfg.max_waste))
     cl_sums = np.stack([to_numpy(rows[f : f + n].sum(axis=0)).astype(np.float64)
                         for f, n in zip(loc.tolist(), count.tolist(), strict=True)])
     return {"win": win, "step": step, "n_win": n_win, "n_steps": n_steps, "cl_sums": cl_sums,
@@ -500,4 +534,5 @@ def assign_windows(
         "dissolved_windows": sum(r["dissolved"] for r in results),
         "remainder_chunks": n_chunks,
         "remainder_in": remainder_in,
+        "main_windows": n_main,
     }
