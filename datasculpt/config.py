@@ -92,6 +92,16 @@ class PackConfig:
 
 
 @dataclass
+class OutputConfig:
+    """Training shards under ``<run>/tokens/`` (``datasculpt.io.shards``)."""
+
+    tokens: bool = True  # write the Parquet shards
+    shuffle: bool = True  # seeded shuffle of the rows; false keeps pack order (clusters grouped)
+    text: bool = False  # add a "text" column, the tokenizer's decode of input_ids
+    shard_tokens: int = 50_000_000  # tokens per shard file (a longer sequence: its own file)
+
+
+@dataclass
 class ReportConfig:
     baselines: bool = False  # also pack with concat/bfd/iclm and compare in one table
     plots: bool = True
@@ -115,12 +125,11 @@ class DataSculptConfig:
     tokenize_batch_size: int = 1024
     strict: bool = False  # make any malformed record an error
     overwrite: bool = False
-    write_text: bool = False  # add the concatenated "text" to every sequence
-    write_input_ids: bool = False  # add "input_ids" to every sequence
     backend: BackendConfig = field(default_factory=BackendConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
@@ -173,6 +182,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.embed.batch_size >= 1 and cfg.embed.max_length >= 1,
            "embed.batch_size and embed.max_length must be >= 1")
     _check(cfg.tokenize_batch_size >= 1, "tokenize_batch_size must be >= 1")
+    _check(cfg.output.shard_tokens >= 1,
+           f"output.shard_tokens must be >= 1, got {cfg.output.shard_tokens}")
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,
            f"cluster.k must be >= 1, got {cfg.cluster.k}")
     _check(cfg.cluster.max_iter >= 0, "cluster.max_iter must be >= 0")

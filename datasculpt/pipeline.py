@@ -1,14 +1,16 @@
 """Orders the stages, reuses finished artifacts and logs; it does no stage's work itself.
 
 read+tokenize -> embed -> cluster -> pack -> write/report (DESIGN §2). Texts are streamed:
-the first pass keeps only per-document metadata and token counts, and the embed stage (and
-``write_text``) stream the shards again, so memory does not grow with the corpus text.
+the first pass keeps per-document metadata and writes every document's token ids to the
+on-disk token store, and the embed stage streams the shards again; the training shards are
+assembled from the token store, so memory does not grow with the corpus text.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -23,8 +25,9 @@ from datasculpt.backend import Backend, resolve_backend, to_numpy
 from datasculpt.config import validate
 from datasculpt.errors import ConfigError, InputError
 from datasculpt.io.read import Corpus, ReadOptions, ReadStats, iter_documents, resolve_inputs
+from datasculpt.io.shards import SHARD_DIR, shard_files, write_shards
+from datasculpt.io.token_store import OFFSETS, TOKENS, TokenStore, write_token_store
 from datasculpt.io.write import (
-    TextSource,
     atomic_path,
     write_jsonl,
     write_npy,
@@ -35,7 +38,7 @@ from datasculpt.manifest import Manifest, fingerprint, stable_hash
 from datasculpt.metrics import compute_metrics, random_reference
 from datasculpt.pack import SEMANTIC_METHODS, pack
 from datasculpt.report import plot, write_report
-from datasculpt.tokenize import count_tokens, load_tokenizer, make_units, separator
+from datasculpt.tokenize import load_tokenizer, make_units, separator
 from datasculpt.types import Packing
 
 log = logging.getLogger("datasculpt")
@@ -87,8 +90,9 @@ def _prepare_output_dir(path: str | None) -> Path:
     return out
 
 
-def _read_and_tokenize(src: Source, tok: Any, cfg: DictConfig) -> tuple[Corpus, np.ndarray, dict]:
-    """One streaming pass: metadata is kept, each text is counted and let go."""
+def _read_and_tokenize(src: Source, tok: Any, cfg: DictConfig, out: Path
+                       ) -> tuple[Corpus, np.ndarray, dict]:
+    """One streaming pass: metadata is kept, each text's ids go to the token store."""
     stats = ReadStats()
     # Vectors are checked here but kept by the embed stage's own pass, not twice in memory.
     corpus = Corpus(labels=[] if src.opts.label_key else None)
@@ -99,7 +103,8 @@ def _read_and_tokenize(src: Source, tok: Any, cfg: DictConfig) -> tuple[Corpus, 
             yield doc.text
 
     t0 = time.perf_counter()
-    doc_len, tstats = count_tokens(texts(), tok, cfg.tokenize_batch_size, progress=src.progress)
+    doc_len, tstats = write_token_store(texts(), tok, cfg.tokenize_batch_size, out,
+                                        progress=src.progress)
     if len(corpus) == 0:
         raise InputError(f"no usable documents in {src.spec} ({len(stats.malformed)} malformed)")
     log.info("read: %d documents, %d malformed records", len(corpus), len(stats.malformed))
@@ -187,13 +192,13 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
 
     # read + tokenize -------------------------------------------------------------------
     tok = load_tokenizer(cfg.tokenizer)
-    tok_key = stable_hash({"read": read_key, "tokenizer": cfg.tokenizer})
+    tok_key = stable_hash({"read": read_key, "tokenizer": cfg.tokenizer, "store": 1})
     if manifest.reusable("tokenize", tok_key):
         corpus, doc_len = _load_documents(out / "documents.parquet", label_key)
         stages["tokenize"] = {**manifest.stats("tokenize"), "reused": True}
     else:
         manifest.begin("tokenize")
-        corpus, doc_len, tstats = _read_and_tokenize(src, tok, cfg)
+        corpus, doc_len, tstats = _read_and_tokenize(src, tok, cfg, out)
         columns: dict[str, Any] = {"docid": corpus.docids, "source": corpus.sources,
                                    "line": np.asarray(corpus.lines, dtype=np.int64),
                                    "n_tokens": doc_len}
@@ -201,7 +206,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
             columns[label_key] = corpus.labels
         write_parquet(out / "documents.parquet", columns)
         write_jsonl(out / "malformed.jsonl", tstats["read"].pop("all_malformed"))
-        manifest.record("tokenize", tok_key, ["documents.parquet", "malformed.jsonl"],
+        manifest.record("tokenize", tok_key, ["documents.parquet", "malformed.jsonl",
+                                              TOKENS, OFFSETS],
                         dict(tstats))
         stages["tokenize"] = tstats
     read_stats = stages["tokenize"].pop("read")
@@ -261,10 +267,12 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     labels = np.asarray(corpus.labels) if corpus.labels is not None else None
     packings: dict[str, Packing] = {}
     results: dict[str, dict[str, Any]] = {}
+    pack_keys: dict[str, str] = {}
     for method in methods:
         pack_key = stable_hash({"tok": tok_key, "embed": embed_key, "cluster": cluster_key,
                                 "pack": {**plain["pack"], "method": method}, "seed": cfg.seed,
                                 "ctx_len": cfg.ctx_len, "eos": eos})
+        pack_keys[method] = pack_key
         stage = "pack" if method == cfg.pack.method else f"pack_{method}"
         artifact = f"pieces_{method}.npy"
         if manifest.reusable(stage, pack_key):
@@ -295,14 +303,31 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     main = cfg.pack.method
     manifest.begin("write")
     t0 = time.perf_counter()
-    text_source = None
-    if cfg.write_text or cfg.write_input_ids:  # random access by document: texts in memory
-        text_source = TextSource(list(src.texts()), tok)
     write_sequences(out / "sequences.jsonl", packings[main], corpus.docids, doc_len, eos,
-                    clusters=clusters, text_source=text_source, separator=sep,
-                    with_text=bool(cfg.write_text), with_input_ids=bool(cfg.write_input_ids),
-                    progress=progress)
+                    clusters=clusters, progress=progress)
     stages["write"] = {"seconds": time.perf_counter() - t0}
+    shards_key = stable_hash({"pack": pack_keys[main], "output": plain["output"],
+                              "sep": sep[0] if sep else None})
+    if not cfg.output.tokens:
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)  # never leave another config's
+        manifest.forget("shards")
+    elif manifest.reusable("shards", shards_key):
+        stages["shards"] = {**manifest.stats("shards"), "reused": True}
+    else:
+        manifest.begin("shards")
+        store = TokenStore(out)
+        if not np.array_equal(store.doc_len, doc_len):  # a store from another tokenizer
+            raise InputError(f"the token store in {out} does not match documents.parquet; "
+                             "rerun with overwrite=true")
+        sstats = write_shards(out, packings[main], store, corpus.docids, eos,
+                              sep[0] if sep else None, shuffle=bool(cfg.output.shuffle),
+                              seed=cfg.seed, shard_tokens=int(cfg.output.shard_tokens),
+                              text_tokenizer=tok if cfg.output.text else None,
+                              progress=progress)
+        manifest.record("shards", shards_key, shard_files(out), dict(sstats))
+        stages["shards"] = sstats
+        log.info("shards: %d rows in %d files under %s, %.0f tokens/s", sstats["rows"],
+                 sstats["shards"], out / SHARD_DIR, sstats["tokens_per_s"] or 0)
     plots = []
     if cfg.report.plots:
         plots = plot(out / "plots", packings, doc_len, cfg.ctx_len, eos, embeddings)

@@ -92,6 +92,18 @@ def check_contract(run_dir: Path, ctx_len: int, append_eos: bool) -> dict[str, i
         lost += sum(1 for m in marks if m == 0)
         dup += sum(m - 1 for m in marks if m > 1)
     assert lost == 0 and dup == 0, (lost, dup)
+    shards = sorted((run_dir / "tokens").glob("part-*.parquet"))
+    if shards:  # the training shards: every sequence once, with its n_tokens ids
+        n_tokens = {s["seq_id"]: s["n_tokens"] for s in read_sequences(run_dir / "sequences.jsonl")}
+        seen: dict[int, int] = {}
+        for f in shards:
+            table = pq.read_table(f, columns=["seq_id", "input_ids", "cu_seqlens"]).to_pydict()
+            for sid, ids, cu in zip(table["seq_id"], table["input_ids"], table["cu_seqlens"],
+                                    strict=True):
+                assert sid not in seen, f"seq_id {sid} twice in the shards"
+                seen[sid] = len(ids)
+                assert cu[0] == 0 and cu[-1] == len(ids)
+        assert seen == n_tokens, "shards and sequences.jsonl disagree"
     return {"sequences": n_seq, "documents": len(length), "tokens": sum(length.values())}
 
 

@@ -108,20 +108,23 @@ def test_multirun_with_submitit_local_gives_one_run_dir_per_point(tmp_path: Path
         check_contract(r, ctx_len=_report(r)["run"]["ctx_len"], append_eos=True)
 
 
-def test_python_api_parquet_input_text_and_input_ids(tmp_path: Path, tokenizer) -> None:
+def test_python_api_parquet_input_and_training_shards(tmp_path: Path, tokenizer) -> None:
     texts = [f"Paragraph {i} on rivers, deltas and sediment transport. " * (1 + 7 * i)
              for i in range(12)]
     pq.write_table(pa.table({"text": texts, "domain": ["geo"] * 12}), tmp_path / "in.parquet")
     cfg = datasculpt.default_config(input=str(tmp_path / "in.parquet"), ctx_len=512,
-                                    label_key="domain", write_text=True, write_input_ids=True,
+                                    label_key="domain",
                                     **{"report.semantic_metrics": False, "report.plots": False,
-                                       "report.progress": False, "pack.method": "concat"})
+                                       "report.progress": False, "pack.method": "concat",
+                                       "output.text": True})
     report = datasculpt.run(cfg, output_dir=str(tmp_path / "out"))
     assert report["metrics"]["label_purity"] == 1.0
     check_contract(tmp_path / "out", ctx_len=512, append_eos=True)
     docs = pq.read_table(tmp_path / "out" / "documents.parquet").to_pydict()
     assert docs["docid"][0] == f"{tmp_path / 'in.parquet'}:1"
     index = {d: i for i, d in enumerate(docs["docid"])}
+    rows = {r["seq_id"]: r for f in sorted((tmp_path / "out" / "tokens").glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()}
     for seq in read_sequences(tmp_path / "out" / "sequences.jsonl"):
         ids: list[int] = []
         for piece in seq["docs"]:
@@ -129,9 +132,9 @@ def test_python_api_parquet_input_text_and_input_ids(tmp_path: Path, tokenizer) 
             ids += full[piece["start"]:piece["end"]]
             if piece["end"] == len(full):
                 ids.append(tokenizer.sep_token_id)
-        assert seq["input_ids"] == ids
+        assert rows[seq["seq_id"]]["input_ids"] == ids
         assert len(ids) == seq["n_tokens"]
-        assert "sediment" in seq["text"]
+        assert "sediment" in rows[seq["seq_id"]]["text"]
 
 
 def test_precomputed_embeddings_that_do_not_match_exit_2(tmp_path: Path) -> None:

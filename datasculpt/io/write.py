@@ -19,6 +19,21 @@ from datasculpt.progress import progress_bar
 from datasculpt.types import Packing
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once: os.umask can only be read by setting it
+
+
+def public_mode(path: str | os.PathLike[str], directory: bool = False) -> None:
+    """Give a file made by ``tempfile`` (mode 0600/0700) the mode a plain ``open``/``mkdir``
+    would have, so a team sharing a run directory can read its artifacts."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
@@ -28,6 +43,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):
+            public_mode(tmp)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -82,29 +99,6 @@ def write_parquet(path: str | os.PathLike[str], columns: dict[str, Any]) -> None
         pq.write_table(table, tmp)
 
 
-class TextSource:
-    """Token ids and character offsets of documents, re-tokenized on demand for the writer."""
-
-    def __init__(self, texts: Sequence[str], tokenizer: Any) -> None:
-        self.texts = texts
-        self.tok = tokenizer
-        self._doc = -1
-        self._enc: Any = None
-
-    def _encode(self, doc: int) -> Any:
-        if doc != self._doc:  # a long document's pieces arrive one after another
-            self._enc = self.tok(self.texts[doc], add_special_tokens=False,
-                                 return_offsets_mapping=True)
-            self._doc = doc
-        return self._enc
-
-    def span(self, doc: int, start: int, end: int) -> tuple[list[int], str]:
-        enc = self._encode(doc)
-        offsets = enc["offset_mapping"]
-        text = self.texts[doc][offsets[start][0] : offsets[end - 1][1]]
-        return list(enc["input_ids"][start:end]), text
-
-
 def write_sequences(
     path: str | os.PathLike[str],
     packing: Packing,
@@ -112,20 +106,18 @@ def write_sequences(
     doc_len: np.ndarray,
     eos: int,
     clusters: np.ndarray | None = None,
-    text_source: TextSource | None = None,
-    separator: tuple[int, str] | None = None,
-    with_text: bool = False,
-    with_input_ids: bool = False,
     progress: bool = True,
 ) -> int:
-    """Write ``sequences.jsonl`` per the output contract (DESIGN §6); returns the line count."""
+    """Write ``sequences.jsonl`` per the output contract (DESIGN §6); returns the line count.
+
+    The spans point into the documents; the token ids themselves go to the training shards
+    (``datasculpt.io.shards``).
+    """
     seq_tokens = packing.seq_tokens(doc_len, eos)
     heads = np.flatnonzero(np.concatenate(([True], packing.seq[1:] != packing.seq[:-1])))
     bounds = np.append(heads, packing.seq.size).tolist() if packing.seq.size else [0]
     doc, start, end = packing.doc.tolist(), packing.start.tolist(), packing.end.tolist()
     cl = clusters.tolist() if clusters is not None else None
-    lens = np.asarray(doc_len).tolist()
-    sep_id, sep_text = separator if separator is not None else (None, "\n\n")
     n_lines = 0
     with atomic_open(path) as fh:
         for i in progress_bar(progress, range(len(bounds) - 1), desc="write", unit="seq",
@@ -137,23 +129,6 @@ def write_sequences(
                 for j in range(lo, hi)
             ]
             line: dict[str, Any] = {"seq_id": i, "n_tokens": int(seq_tokens[i]), "docs": docs}
-            if (with_text or with_input_ids) and text_source is not None:
-                ids: list[int] = []
-                parts: list[str] = []
-                for j in range(lo, hi):
-                    span_ids, span_text = text_source.span(doc[j], start[j], end[j])
-                    ids.extend(span_ids)
-                    parts.append(span_text)
-                    if eos and end[j] == lens[doc[j]]:
-                        if sep_id is not None:
-                            ids.append(sep_id)
-                        parts.append(sep_text)
-                    elif not eos and j < hi - 1:
-                        parts.append("\n\n")
-                if with_text:
-                    line["text"] = "".join(parts)
-                if with_input_ids:
-                    line["input_ids"] = ids
             fh.write(json.dumps(line, ensure_ascii=False))
             fh.write("\n")
             n_lines += 1

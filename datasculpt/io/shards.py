@@ -1,0 +1,172 @@
+"""Training shards: the packed sequences as token ids, in Parquet files a trainer loads as is.
+
+``tokens/part-00000.parquet``, ``part-00001.parquet``, ... one row per sequence, columns
+(DESIGN §6): ``seq_id`` int64 (its line in ``sequences.jsonl``), ``input_ids`` list<int32>
+(the pieces' tokens in order, the separator after a document's last piece), ``position_ids``
+list<int32> (restarting at 0 at every piece, the flash-attention varlen convention),
+``cu_seqlens`` list<int32> (``0, len(piece 1), ..., len(input_ids)``), ``seq_lengths``
+list<int32> (each piece's length; TRL's column name for packed data), ``docids``
+list<string>, and ``text`` (the decoded ``input_ids``) when asked for.
+
+Rows are in a seeded shuffle of the sequences (pack order groups clusters, which would bias a
+trainer's batches) unless ``shuffle`` is off. Ids come from the token store by random access
+and each Parquet row group (about ``ROW_GROUP_TOKENS`` tokens) is assembled with whole-array
+operations, so memory holds one row group, never a shard or the corpus. The shards are
+written into a temporary directory that replaces ``tokens/`` only when every shard is
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasculpt.io.token_store import TokenStore
+from datasculpt.io.write import public_mode
+from datasculpt.progress import progress_bar
+from datasculpt.types import Packing
+
+SHARD_DIR = "tokens"
+ROW_GROUP_TOKENS = 1 << 21  # tokens per Parquet row group: bounds the writer's memory
+COLUMNS = ("seq_id", "input_ids", "position_ids", "cu_seqlens", "seq_lengths", "docids")
+
+
+def _lists(offsets: np.ndarray, values: Any) -> pa.Array:
+    """A list array from per-row value counts' running offsets (int32) and flat values."""
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: TokenStore,
+                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None) -> pa.Table:
+    """The rows of sequences ``seqs`` (in this order) as one Arrow table."""
+    n_pieces = heads[seqs + 1] - heads[seqs]
+    piece = np.repeat(heads[seqs] - np.concatenate(([0], np.cumsum(n_pieces)[:-1])),
+                      n_pieces) + np.arange(int(n_pieces.sum()))
+    doc, start, end = packing.doc[piece], packing.start[piece], packing.end[piece]
+    ends_doc = (end == store.offsets[doc + 1] - store.offsets[doc]) & bool(eos)
+    n_tok = end - start
+    plen = n_tok + ends_doc
+    out_first = np.concatenate(([0], np.cumsum(plen)[:-1]))
+    total = int(plen.sum())
+    ids = np.empty(total, dtype=np.int32)
+    dest = np.repeat(out_first - np.concatenate(([0], np.cumsum(n_tok)[:-1])), n_tok) \
+        + np.arange(int(n_tok.sum()))
+    ids[dest] = store.gather(doc, start, end)
+    if ends_doc.any():
+        ids[(out_first + n_tok)[ends_doc]] = sep_id
+    positions = (np.arange(total) - np.repeat(out_first, plen)).astype(np.int32)
+    row_tokens = np.bincount(np.repeat(np.arange(seqs.shape[0]), n_pieces), weights=plen,
+                             minlength=seqs.shape[0]).astype(np.int64)
+    row_off = np.concatenate(([0], np.cumsum(row_tokens)))
+    piece_off = np.concatenate(([0], np.cumsum(n_pieces)))
+    # cu_seqlens of a row: 0, then the running sum of its pieces' lengths.
+    within = np.cumsum(plen) - np.repeat(row_off[:-1], n_pieces)
+    cu_off = np.concatenate(([0], np.cumsum(n_pieces + 1)))
+    cu = np.zeros(int(cu_off[-1]), dtype=np.int32)
+    cu_pos = np.repeat(cu_off[:-1] + 1 - piece_off[:-1], n_pieces) + np.arange(piece.shape[0])
+    cu[cu_pos] = within
+    columns = {
+        "seq_id": pa.array(seqs.astype(np.int64)),
+        "input_ids": _lists(row_off, pa.array(ids)),
+        "position_ids": _lists(row_off, pa.array(positions)),
+        "cu_seqlens": _lists(cu_off, pa.array(cu)),
+        "seq_lengths": _lists(piece_off, pa.array(plen.astype(np.int32))),
+        "docids": _lists(piece_off, pa.array(docids[doc].tolist(), type=pa.string())),
+    }
+    if tok is not None:
+        columns["text"] = pa.array(tok.batch_decode(
+            [ids[a:b].tolist() for a, b in zip(row_off[:-1], row_off[1:], strict=True)]),
+            type=pa.string())
+    return pa.table(columns)
+
+
+def write_shards(
+    run_dir: Path,
+    packing: Packing,
+    store: TokenStore,
+    docids: Sequence[str],
+    eos: int,
+    sep_id: int | None,
+    *,
+    shuffle: bool,
+    seed: int,
+    shard_tokens: int,
+    text_tokenizer: Any | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``run_dir/tokens/part-*.parquet`` (replacing what was there); returns stats.
+
+    ``text_tokenizer`` adds the ``text`` column (its decode of ``input_ids``).
+    """
+    t0 = time.perf_counter()
+    n_seq = packing.n_sequences
+    heads = np.searchsorted(packing.seq, np.arange(n_seq + 1))
+    doc_len = store.doc_len
+    seq_tokens = packing.seq_tokens(doc_len, eos)
+    order = (np.random.default_rng(seed).permutation(n_seq) if shuffle
+             else np.arange(n_seq, dtype=np.int64))
+    # Shards of at most shard_tokens tokens (a longer sequence gets a shard of its own).
+    bounds, acc = [0], 0
+    for i, n in enumerate(seq_tokens[order].tolist()):
+        if acc and acc + n > shard_tokens:
+            bounds.append(i)
+            acc = 0
+        acc += n
+    bounds.append(n_seq)
+    ids_arr = np.asarray(docids, dtype=object)
+    final = run_dir / SHARD_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SHARD_DIR}.", dir=run_dir))
+    public_mode(tmp, directory=True)
+    try:
+        bar = progress_bar(progress, total=n_seq, desc="shards", unit="seq", leave=False)
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            # A shard is assembled one row group at a time: memory holds ROW_GROUP_TOKENS
+            # tokens' worth of arrays, whatever shard_tokens is.
+            cuts, acc = [a], 0
+            for i, n in enumerate(seq_tokens[order[a:b]].tolist(), start=a):
+                if acc and acc + n > ROW_GROUP_TOKENS:
+                    cuts.append(i)
+                    acc = 0
+                acc += n
+            cuts.append(b)
+            writer = None
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+                table = _shard_table(packing, heads, order[lo:hi], store, ids_arr, eos, sep_id,
+                                     text_tokenizer)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp / f"part-{k:05d}.parquet", table.schema)
+                writer.write_table(table)
+                bar.update(hi - lo)
+            if writer is not None:
+                writer.close()
+        bar.close()
+        old = None
+        if final.exists():
+            old = run_dir / f".{SHARD_DIR}.old.{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    seconds = time.perf_counter() - t0
+    tokens = int(seq_tokens.sum())
+    return {"shards": len(bounds) - 1, "rows": n_seq, "tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds if seconds > 0 else None, "shuffle": shuffle}
+
+
+def shard_files(run_dir: Path) -> list[str]:
+    """The shard paths of a run, relative to it (for the manifest)."""
+    return sorted(str(p.relative_to(run_dir)) for p in (run_dir / SHARD_DIR).glob("part-*.parquet"))

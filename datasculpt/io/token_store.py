@@ -1,0 +1,100 @@
+"""The token store: every document's token ids, tokenized once, on disk.
+
+``tokens.bin`` is the flat int32 concatenation of the documents' ids (the run's tokenizer, no
+special tokens) in document order; ``offsets.npy`` holds ``N + 1`` int64 offsets, so document
+``d`` is ``tokens[offsets[d] : offsets[d + 1]]``. The tokenize stage streams texts into it batch
+by batch (memory holds one batch of ids, never the corpus), and the writer reads any span back
+by random access through a memory map: the corpus is never re-read or re-tokenized to build
+training shards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasculpt.io.write import atomic_path, write_npy
+from datasculpt.progress import progress_bar
+
+TOKENS = "tokens.bin"
+OFFSETS = "offsets.npy"
+_MAX_ID = np.iinfo(np.int32).max
+
+
+def write_token_store(
+    texts: Iterable[str], tok: Any, batch_size: int, out_dir: Path, progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Tokenize ``texts`` once into ``out_dir/tokens.bin`` + ``offsets.npy`` (atomically);
+    returns every document's token count and the stage stats."""
+    t0 = time.perf_counter()
+    if len(tok) > _MAX_ID:
+        raise ValueError(f"a vocabulary of {len(tok)} ids does not fit the int32 token store")
+    counts: list[int] = []
+    batch: list[str] = []
+    bar = progress_bar(progress, desc="tokenize", unit="doc", leave=False)
+    with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
+
+        def flush() -> None:
+            ids = tok(batch, add_special_tokens=False, return_attention_mask=False,
+                      return_token_type_ids=False)["input_ids"]
+            lens = [len(x) for x in ids]
+            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=sum(lens))
+            fh.write(flat.tobytes())
+            counts.extend(lens)
+            bar.update(len(batch))
+            batch.clear()
+
+        for text in texts:
+            batch.append(text)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    bar.close()
+    n_tokens = np.asarray(counts, dtype=np.int64)
+    offsets = np.zeros(n_tokens.size + 1, dtype=np.int64)
+    np.cumsum(n_tokens, out=offsets[1:])
+    write_npy(out_dir / OFFSETS, offsets)
+    seconds = time.perf_counter() - t0
+    stats = {
+        "documents": int(n_tokens.size),
+        "tokens": int(n_tokens.sum()),
+        "seconds": seconds,
+        "tokens_per_s": float(n_tokens.sum() / seconds) if seconds > 0 else None,
+        "store_bytes": int(offsets[-1]) * 4,
+    }
+    return n_tokens, stats
+
+
+class TokenStore:
+    """Random access to the token store of a run directory (memory-mapped, read-only)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.offsets = np.load(run_dir / OFFSETS, allow_pickle=False)
+        n = int(self.offsets[-1])
+        # An empty memmap is not allowed; a corpus always has tokens, but be exact anyway.
+        self.tokens = (np.memmap(run_dir / TOKENS, dtype=np.int32, mode="r", shape=(n,))
+                       if n else np.zeros(0, dtype=np.int32))
+
+    @property
+    def doc_len(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def span(self, doc: int, start: int, end: int) -> np.ndarray:
+        base = int(self.offsets[doc])
+        return np.asarray(self.tokens[base + start : base + end])
+
+    def gather(self, doc: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """The ids of many spans, concatenated in order (one vectorised gather)."""
+        length = end - start
+        total = int(length.sum())
+        if not total:
+            return np.zeros(0, dtype=np.int32)
+        first = np.concatenate(([0], np.cumsum(length)[:-1]))
+        src = np.repeat(self.offsets[doc] + start - first, length) + np.arange(total)
+        return np.asarray(self.tokens[src])
