@@ -72,22 +72,34 @@ def write_token_store(
 
 
 class TokenStore:
-    """Random access to the token store of a run directory (memory-mapped, read-only)."""
+    """Random access to the token store of a run directory (read-only).
+
+    Each read maps the file, copies what it needs and unmaps it again: a memory map kept open
+    would leave every page it ever touched resident, so reading all sequences would count the
+    whole store (4 bytes per token) against the process's memory.
+    """
 
     def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / TOKENS
         self.offsets = np.load(run_dir / OFFSETS, allow_pickle=False)
-        n = int(self.offsets[-1])
-        # An empty memmap is not allowed; a corpus always has tokens, but be exact anyway.
-        self.tokens = (np.memmap(run_dir / TOKENS, dtype=np.int32, mode="r", shape=(n,))
-                       if n else np.zeros(0, dtype=np.int32))
 
     @property
     def doc_len(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def _read(self, index: np.ndarray | slice) -> np.ndarray:
+        n = int(self.offsets[-1])
+        if not n:
+            return np.zeros(0, dtype=np.int32)
+        tokens = np.memmap(self.path, dtype=np.int32, mode="r", shape=(n,))
+        try:
+            return np.array(tokens[index], dtype=np.int32)
+        finally:
+            del tokens  # unmapped: the touched pages leave this process's resident set
+
     def span(self, doc: int, start: int, end: int) -> np.ndarray:
         base = int(self.offsets[doc])
-        return np.asarray(self.tokens[base + start : base + end])
+        return self._read(slice(base + start, base + end))
 
     def gather(self, doc: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """The ids of many spans, concatenated in order (one vectorised gather)."""
@@ -97,4 +109,4 @@ class TokenStore:
             return np.zeros(0, dtype=np.int32)
         first = np.concatenate(([0], np.cumsum(length)[:-1]))
         src = np.repeat(self.offsets[doc] + start - first, length) + np.arange(total)
-        return np.asarray(self.tokens[src])
+        return self._read(src)
