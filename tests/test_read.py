@@ -97,6 +97,7 @@ def test_merge_conflict_markers_like_the_refinedweb_sample(tmp_path: Path) -> No
     bad = [(m["line"], m["reason"].split(":")[0]) for m in stats.malformed]
     assert bad == [(150, "bad JSON"), (152, "bad JSON"), (153, "duplicate id 'r149' (first at "
                                                                f"{path}"), (154, "bad JSON")]
+    assert stats.malformed[2]["reason"] == f"duplicate id 'r149' (first at {path}:151)"
     assert len(corpus) == 150
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.io.write import atomic_path, write_npy
+from datasculpt.memory import release_free_memory
 from datasculpt.progress import progress_bar
 
 TOKENS = "tokens.bin"
@@ -48,6 +49,8 @@ def write_token_store(
             counts.extend(lens)
             bar.update(len(batch))
             batch.clear()
+            del ids, flat
+            release_free_memory()  # else the freed id lists' pages stay resident (memory.py)
 
         for text in texts:
             batch.append(text)
