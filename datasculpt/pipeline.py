@@ -1,9 +1,13 @@
-"""Orders the stages, reuses finished artifacts and logs; it does no stage's work itself.
+"""Declares the stages of a run and runs them in order; it does no stage's work itself.
 
-read+tokenize -> embed -> cluster -> pack -> write/report (DESIGN §2). Texts are streamed:
-the first pass keeps per-document metadata and writes every document's token ids to the
-on-disk token store, and the embed stage streams the shards again; the training shards are
-assembled from the token store, so memory does not grow with the corpus text.
+read+tokenize -> embed -> cluster -> pack -> write/report (DESIGN §2). Each stage is a
+:class:`~datasculpt.stages.Stage` (key, artifacts, work); ``stages.execute`` applies the
+manifest rules, and every later stage reads its inputs back from the artifacts, so a fresh
+and a resumed run continue from the same bytes. The executor (``executor=local|ray``) runs
+the independent pieces inside the stages. Texts are streamed: read+tokenize keeps
+per-document metadata and writes every document's token ids to the on-disk token store, the
+embed stage streams the shards again, and the training shards are assembled from the token
+store, so memory does not grow with the corpus text.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +24,15 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from datasculpt.backend import Backend, resolve_backend, to_numpy
+from datasculpt.backend import Backend, resolve_backend
 from datasculpt.config import validate
 from datasculpt.errors import ConfigError, InputError
+from datasculpt.executors import Executor, make_executor
+from datasculpt.faults import fault_point
+from datasculpt.io.ingest import document_blocks, document_texts, read_and_tokenize
 from datasculpt.io.read import Corpus, ReadOptions, ReadStats, iter_documents, resolve_inputs
 from datasculpt.io.shards import SHARD_DIR, shard_files, write_shards
-from datasculpt.io.token_store import OFFSETS, TOKENS, TokenStore, write_token_store
+from datasculpt.io.token_store import OFFSETS, TOKENS, TokenStore
 from datasculpt.io.write import (
     atomic_path,
     write_jsonl,
@@ -37,7 +43,9 @@ from datasculpt.io.write import (
 from datasculpt.manifest import Manifest, fingerprint, stable_hash
 from datasculpt.metrics import compute_metrics, random_reference
 from datasculpt.pack import SEMANTIC_METHODS, pack
+from datasculpt.progress import progress_bar
 from datasculpt.report import plot, write_report
+from datasculpt.stages import Stage, execute
 from datasculpt.tokenize import load_tokenizer, make_units, separator
 from datasculpt.types import Packing
 
@@ -45,7 +53,7 @@ log = logging.getLogger("datasculpt")
 
 FINAL_OUTPUTS = ("sequences.jsonl", "report.json", "report.md")
 BASELINES = ("concat", "bfd", "iclm")
-EMBED_CHUNK = 1 << 16  # documents embedded per pass: bounds the texts held at once
+EMBED_CHUNK = 1 << 13  # documents per encoder call: bounds the texts held at once
 
 
 @dataclass
@@ -60,20 +68,6 @@ class Source:
     def stream(self, stats: ReadStats | None = None) -> Iterator[Any]:
         return iter_documents(self.paths, self.opts, stats or ReadStats(), self.progress)
 
-    def texts(self) -> Iterator[str]:
-        return (doc.text for doc in iter_documents(self.paths, self.opts, ReadStats(), False))
-
-
-def _fault_point(name: str) -> None:
-    """Fault injection for the resume tests: ``DATASCULPT_FAULT=<name>`` SIGKILLs the run here.
-
-    The points sit where a real kill hurts most: a stage's work is done but its artifact is
-    not yet in place, so the next run must notice and recompute instead of trusting it.
-    """
-    if os.environ.get("DATASCULPT_FAULT") == name:
-        log.warning("DATASCULPT_FAULT=%s: killing the run", name)
-        logging.shutdown()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _prepare_output_dir(path: str | None) -> Path:
@@ -90,28 +84,6 @@ def _prepare_output_dir(path: str | None) -> Path:
     return out
 
 
-def _read_and_tokenize(src: Source, tok: Any, cfg: DictConfig, out: Path
-                       ) -> tuple[Corpus, np.ndarray, dict]:
-    """One streaming pass: metadata is kept, each text's ids go to the token store."""
-    stats = ReadStats()
-    # Vectors are checked here but kept by the embed stage's own pass, not twice in memory.
-    corpus = Corpus(labels=[] if src.opts.label_key else None)
-
-    def texts() -> Iterator[str]:
-        for doc in src.stream(stats):
-            corpus.add(doc, keep_text=False)
-            yield doc.text
-
-    t0 = time.perf_counter()
-    doc_len, tstats = write_token_store(texts(), tok, cfg.tokenize_batch_size, out,
-                                        progress=src.progress)
-    if len(corpus) == 0:
-        raise InputError(f"no usable documents in {src.spec} ({len(stats.malformed)} malformed)")
-    log.info("read: %d documents, %d malformed records", len(corpus), len(stats.malformed))
-    return corpus, doc_len, {**tstats, "seconds": time.perf_counter() - t0,
-                             "read": stats.as_dict()}
-
-
 def _load_documents(path: Path, label_key: str | None) -> tuple[Corpus, np.ndarray]:
     import pyarrow.parquet as pq
 
@@ -121,11 +93,19 @@ def _load_documents(path: Path, label_key: str | None) -> tuple[Corpus, np.ndarr
     return corpus, np.asarray(table["n_tokens"], dtype=np.int64)
 
 
-def _embed(cfg: DictConfig, src: Source, n: int, backend: Backend, out: Path) -> dict:
-    """Write ``embeddings.npy`` (float32, L2-normalised) from the encoder or the given vectors."""
+def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
+           executor: Executor, out: Path) -> dict:
+    """Write ``embeddings.npy`` (float32, L2-normalised) from the encoder or the given vectors.
+
+    The encoder runs through ``executor.map_rows``: each input shard is read again by a
+    reader, its texts go in batches to the encoder workers, and every vector is written at
+    its document's row, whatever order the batches come back in.
+    """
     from datasculpt import embed as embed_mod
 
     t0 = time.perf_counter()
+    n = len(sources)
+    done = 0
     stats: dict[str, Any] = {}
     with atomic_path(out / "embeddings.npy") as tmp:
         if cfg.embed.precomputed:
@@ -143,20 +123,32 @@ def _embed(cfg: DictConfig, src: Source, n: int, backend: Backend, out: Path) ->
             stats["source"] = f"input field {cfg.embed.vector_key!r}"
         else:
             rows = None
-            texts = src.texts()
-            for lo in range(0, n, EMBED_CHUNK):
-                chunk = [next(texts) for _ in range(min(EMBED_CHUNK, n - lo))]
-                vec, stats = embed_mod.embed_texts(chunk, cfg.embed, backend, src.progress)
-                vec = to_numpy(vec).astype(np.float32, copy=False)
+            blocks = document_blocks(sources, [str(p) for p in src.paths])
+            bar = progress_bar(src.progress, total=n, desc="embed", unit="doc")
+            for batch in executor.map_rows(
+                    document_texts, blocks, embed_mod.Encoder, batch_size=EMBED_CHUNK,
+                    gpu=backend.is_gpu, paths=src.paths, opts=src.opts, run_dir=str(out),
+                    model_kwargs={"cfg": OmegaConf.to_container(cfg.embed, resolve=True),
+                                  "backend": backend.name}):
+                vec = batch["vec"]
                 if rows is None:
                     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                      shape=(n, vec.shape[1]))
-                rows[lo : lo + len(chunk)] = vec
-                _fault_point("embed")
+                rows[batch["row"]] = vec
+                done += vec.shape[0]
+                bar.update(vec.shape[0])
+                fault_point("embed")
+            bar.close()
+            if done != n:
+                raise InputError(f"embed: {done} of {n} documents came back")
+            stats = {"model": str(cfg.embed.model), "n": n,
+                     "workers": "ray actors" if executor.name == "ray" else backend.name}
         dim = int(rows.shape[1])
         rows.flush()
         del rows
-    return {**stats, "dim": dim, "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    return {**stats, "dim": dim, "seconds": seconds,
+            "docs_per_s": n / seconds if seconds > 0 else None}
 
 
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
@@ -164,8 +156,16 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     validate(cfg)
     out = _prepare_output_dir(output_dir or cfg.output_dir)
     backend = resolve_backend(cfg.backend.name)
+    executor = make_executor(cfg.executor)
+    try:
+        return _run(cfg, out, backend, executor)
+    finally:
+        executor.close()
+
+
+def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> dict[str, Any]:
     progress = bool(cfg.report.progress)
-    log.info("run directory: %s; backend: %s", out, backend.name)
+    log.info("run directory: %s; backend: %s; executor: %s", out, backend.name, executor.name)
     manifest = Manifest(out, fresh=bool(cfg.overwrite))
     stages: dict[str, dict[str, Any]] = {}
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -183,8 +183,10 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
 
         load_precomputed(cfg.embed.precomputed, None)
     read_key = stable_hash({"input": fingerprint(src.paths), "opts": opts.__dict__})
+    # The executor changes where work runs, never what it writes: no part of any key.
     final_key = stable_hash({"read": read_key, "cfg": {k: v for k, v in plain.items()
-                                                      if k not in ("overwrite", "output_dir")}})
+                                                      if k not in ("overwrite", "output_dir",
+                                                                   "executor")}})
     if manifest.stages.get("final", {}).get("key") != final_key:
         for name in FINAL_OUTPUTS:  # never leave a stale result that looks like this run's
             (out / name).unlink(missing_ok=True)
@@ -192,26 +194,35 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
 
     # read + tokenize -------------------------------------------------------------------
     tok = load_tokenizer(cfg.tokenizer)
-    tok_key = stable_hash({"read": read_key, "tokenizer": cfg.tokenizer, "store": 1})
-    if manifest.reusable("tokenize", tok_key):
-        corpus, doc_len = _load_documents(out / "documents.parquet", label_key)
-        stages["tokenize"] = {**manifest.stats("tokenize"), "reused": True}
-    else:
-        manifest.begin("tokenize")
-        corpus, doc_len, tstats = _read_and_tokenize(src, tok, cfg, out)
+
+    def tokenize_work() -> dict[str, Any]:
+        corpus, doc_len, rstats, tstats = read_and_tokenize(
+            src.paths, opts, cfg.tokenizer, int(cfg.tokenize_batch_size), out, executor,
+            progress)
+        if len(corpus) == 0:
+            raise InputError(f"no usable documents in {spec} ({len(rstats.malformed)} "
+                             "malformed)")
+        if rstats.malformed:
+            log.warning("read: %d malformed records (listed in the report)",
+                        len(rstats.malformed))
+        log.info("read: %d documents, %d malformed records", len(corpus), len(rstats.malformed))
         columns: dict[str, Any] = {"docid": corpus.docids, "source": corpus.sources,
                                    "line": np.asarray(corpus.lines, dtype=np.int64),
                                    "n_tokens": doc_len}
         if corpus.labels is not None:
             columns[label_key] = corpus.labels
         write_parquet(out / "documents.parquet", columns)
-        write_jsonl(out / "malformed.jsonl", tstats["read"].pop("all_malformed"))
-        manifest.record("tokenize", tok_key, ["documents.parquet", "malformed.jsonl",
-                                              TOKENS, OFFSETS],
-                        dict(tstats))
-        stages["tokenize"] = tstats
+        read = rstats.as_dict()
+        write_jsonl(out / "malformed.jsonl", read.pop("all_malformed"))
+        return {**tstats, "read": read}
+
+    tokenize = Stage("tokenize", {"read": read_key, "tokenizer": cfg.tokenizer, "store": 1},
+                     lambda: ["documents.parquet", "malformed.jsonl", TOKENS, OFFSETS],
+                     tokenize_work)
+    tok_key = tokenize.digest
+    stages["tokenize"] = execute(tokenize, manifest)
+    corpus, doc_len = _load_documents(out / "documents.parquet", label_key)
     read_stats = stages["tokenize"].pop("read")
-    n = len(corpus)
     eos = int(bool(cfg.append_eos))
     sep = separator(tok) if eos else None
     units = make_units(doc_len, cfg.ctx_len, eos)
@@ -231,35 +242,31 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         if on_device is None:
             on_device = backend.asarray(np.asarray(embeddings))
         return on_device
-    embed_key = stable_hash({"read": read_key, "embed": plain["embed"]})
+
+    embed = Stage("embed", {"read": read_key, "embed": plain["embed"]},
+                  lambda: ["embeddings.npy"],
+                  lambda: _embed(cfg, src, corpus.sources, backend, executor, out))
     if need_embed:
-        if manifest.reusable("embed", embed_key):
-            stages["embed"] = {**manifest.stats("embed"), "reused": True}
-        else:
-            manifest.begin("embed")
-            estats = _embed(cfg, src, n, backend, out)
-            manifest.record("embed", embed_key, ["embeddings.npy"], dict(estats))
-            stages["embed"] = estats
+        stages["embed"] = execute(embed, manifest)
         embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         log.info("embed: %d x %d", *embeddings.shape)
-    cluster_key = stable_hash({"embed": embed_key, "tok": tok_key, "cluster": plain["cluster"],
-                               "ctx_len": cfg.ctx_len, "seed": cfg.seed})
-    if need_cluster and embeddings is not None:
-        if manifest.reusable("cluster", cluster_key):
-            stages["cluster"] = {**manifest.stats("cluster"), "reused": True}
-        else:
-            from datasculpt.cluster import cluster
 
-            manifest.begin("cluster")
-            t0 = time.perf_counter()
-            result = cluster(device_embeddings(), doc_len, cfg.ctx_len, cfg.cluster,
-                             backend, cfg.seed)
-            write_npy(out / "clusters.npy", np.asarray(result.labels, dtype=np.int32))
-            write_npy(out / "centroids.npy", np.asarray(result.centroids, dtype=np.float32))
-            cstats = {**result.stats, "seconds": time.perf_counter() - t0}
-            manifest.record("cluster", cluster_key, ["clusters.npy", "centroids.npy"],
-                            dict(cstats))
-            stages["cluster"] = cstats
+    def cluster_work() -> dict[str, Any]:
+        from datasculpt.cluster import cluster
+
+        t0 = time.perf_counter()
+        result = cluster(device_embeddings(), doc_len, cfg.ctx_len, cfg.cluster, backend,
+                         cfg.seed)
+        write_npy(out / "clusters.npy", np.asarray(result.labels, dtype=np.int32))
+        write_npy(out / "centroids.npy", np.asarray(result.centroids, dtype=np.float32))
+        return {**result.stats, "seconds": time.perf_counter() - t0}
+
+    cluster_stage = Stage("cluster", {"embed": embed.digest, "tok": tok_key,
+                                      "cluster": plain["cluster"], "ctx_len": cfg.ctx_len,
+                                      "seed": cfg.seed},
+                          lambda: ["clusters.npy", "centroids.npy"], cluster_work)
+    if need_cluster and embeddings is not None:
+        stages["cluster"] = execute(cluster_stage, manifest)
         clusters = np.load(out / "clusters.npy", allow_pickle=False)
         log.info("cluster: %d clusters", int(clusters.max()) + 1)
 
@@ -269,26 +276,26 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     pack_keys: dict[str, str] = {}
     for method in methods:
-        pack_key = stable_hash({"tok": tok_key, "embed": embed_key, "cluster": cluster_key,
-                                "pack": {**plain["pack"], "method": method}, "seed": cfg.seed,
-                                "ctx_len": cfg.ctx_len, "eos": eos})
-        pack_keys[method] = pack_key
-        stage = "pack" if method == cfg.pack.method else f"pack_{method}"
         artifact = f"pieces_{method}.npy"
-        if manifest.reusable(stage, pack_key):
-            arr = np.load(out / artifact, allow_pickle=False)
-            packing = Packing(seq=arr[:, 0], doc=arr[:, 1], start=arr[:, 2], end=arr[:, 3])
-            pstats = {**manifest.stats(stage), "reused": True}
-        else:
-            manifest.begin(stage)
+
+        def pack_work(method: str = method, artifact: str = artifact) -> dict[str, Any]:
             packing, pstats = pack(method, units, cfg.ctx_len, cfg.pack, cfg.seed, backend,
                                    embeddings=None if embeddings is None else device_embeddings(),
-                                   clusters=clusters)
-            _fault_point("pack")
-            arr = np.stack([packing.seq, packing.doc, packing.start, packing.end], axis=1)
-            write_npy(out / artifact, arr)
-            manifest.record(stage, pack_key, [artifact], dict(pstats))
-        stages[stage] = pstats
+                                   clusters=clusters, executor=executor)
+            fault_point("pack")
+            write_npy(out / artifact, np.stack([packing.seq, packing.doc, packing.start,
+                                                packing.end], axis=1))
+            return pstats
+
+        stage = Stage("pack" if method == cfg.pack.method else f"pack_{method}",
+                      {"tok": tok_key, "embed": embed.digest, "cluster": cluster_stage.digest,
+                       "pack": {**plain["pack"], "method": method}, "seed": cfg.seed,
+                       "ctx_len": cfg.ctx_len, "eos": eos},
+                      lambda artifact=artifact: [artifact], pack_work)
+        pack_keys[method] = stage.digest
+        stages[stage.name] = execute(stage, manifest)
+        arr = np.load(out / artifact, allow_pickle=False)
+        packing = Packing(seq=arr[:, 0], doc=arr[:, 1], start=arr[:, 2], end=arr[:, 3])
         packings[method] = packing
         results[method] = compute_metrics(packing, doc_len, cfg.ctx_len, eos, embeddings,
                                           clusters, labels)
@@ -306,15 +313,8 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     write_sequences(out / "sequences.jsonl", packings[main], corpus.docids, doc_len, eos,
                     clusters=clusters, progress=progress)
     stages["write"] = {"seconds": time.perf_counter() - t0}
-    shards_key = stable_hash({"pack": pack_keys[main], "output": plain["output"],
-                              "sep": sep[0] if sep else None})
-    if not cfg.output.tokens:
-        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)  # never leave another config's
-        manifest.forget("shards")
-    elif manifest.reusable("shards", shards_key):
-        stages["shards"] = {**manifest.stats("shards"), "reused": True}
-    else:
-        manifest.begin("shards")
+
+    def shards_work() -> dict[str, Any]:
         store = TokenStore(out)
         if not np.array_equal(store.doc_len, doc_len):  # a store from another tokenizer
             raise InputError(f"the token store in {out} does not match documents.parquet; "
@@ -323,11 +323,19 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                               sep[0] if sep else None, shuffle=bool(cfg.output.shuffle),
                               seed=cfg.seed, shard_tokens=int(cfg.output.shard_tokens),
                               text_tokenizer=tok if cfg.output.text else None,
-                              progress=progress)
-        manifest.record("shards", shards_key, shard_files(out), dict(sstats))
-        stages["shards"] = sstats
+                              progress=progress, executor=executor)
         log.info("shards: %d rows in %d files under %s, %.0f tokens/s", sstats["rows"],
                  sstats["shards"], out / SHARD_DIR, sstats["tokens_per_s"] or 0)
+        return sstats
+
+    shards = Stage("shards", {"pack": pack_keys[main], "output": plain["output"],
+                              "sep": sep[0] if sep else None},
+                   lambda: shard_files(out), shards_work)
+    if not cfg.output.tokens:
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)  # never leave another config's
+        manifest.forget("shards")
+    else:
+        stages["shards"] = execute(shards, manifest)
     plots = []
     if cfg.report.plots:
         plots = plot(out / "plots", packings, doc_len, cfg.ctx_len, eos, embeddings)
@@ -336,6 +344,7 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
                  if embeddings is not None or labels is not None else None)
     report = {
         "run": {"method": main, "ctx_len": cfg.ctx_len, "seed": cfg.seed, "backend": backend.name,
+                "executor": executor.name,
                 "append_eos": bool(eos), "separator_token": sep[1] if sep else None,
                 "label_key": label_key, "input": spec, "output_dir": str(out),
                 "n_documents": metrics["n_documents"], "total_tokens": metrics["total_tokens"],

@@ -96,12 +96,18 @@ def test_unusable_input_exits_2(tmp_path: Path) -> None:
 
 
 def test_multirun_with_submitit_local_gives_one_run_dir_per_point(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "in.jsonl",
+                         [{"docid": f"d{i}", "content": "word " * (50 + 40 * i)}
+                          for i in range(60)])
     proc = run_cli("-m", "ctx_len=2048,4096", "hydra/launcher=submitit_local", "pack=bfd",
-                   "report.semantic_metrics=false", "report.plots=false",
+                   "report.semantic_metrics=false", "report.plots=false", f"input={corpus}",
                    f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The input path stays out of the job directory names: no nested directories from it.
     runs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/report.json"))
     assert len(runs) == 2
+    assert [r.name.split(",")[0] for r in runs] == ["0_ctx_len=2048", "1_ctx_len=4096"]
+    assert not any("input" in r.name for r in runs)
     assert sorted(_report(r)["run"]["ctx_len"] for r in runs) == [2048, 4096]
     for r in runs:
         assert (r / "sequences.jsonl").stat().st_size > 0

@@ -151,10 +151,9 @@ def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, m
 
 def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
     # Many batches and remainder runs: the thread pool is used, and must change nothing.
-    monkeypatch.setattr(window, "_BATCH_UNITS", 300)
     doc_len, emb, labels = corpus(4000, 1024, 40, 16, seed=7, median=150)
     units = make_units(doc_len, 1024, 1)
-    cfg = window_cfg(max_group=16, remainder_group=32)
+    cfg = window_cfg(max_group=16, remainder_group=32, task_units=300)
     outs = []
     for n in (1, 3):
         monkeypatch.setattr(window, "_workers", lambda xp, n=n: n)

@@ -246,6 +246,91 @@ class Document:
     vector: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A record that passed the checks that need nothing but the record itself."""
+
+    line: int
+    docid: str
+    text: str
+    label: str | None
+    vector: np.ndarray | None
+    vector_problem: str | None  # reported only if the record is not a duplicate first
+
+
+def check_records(path: Path, opts: ReadOptions
+                  ) -> Iterator[tuple[int, Candidate | None, str | None]]:
+    """``(line, candidate, None)`` or ``(line, None, reason)`` for every record of one shard.
+
+    Every check here looks at one record only, so shards can be checked anywhere, in any
+    order (the Ray executor does one shard per task); what depends on the records before it
+    (duplicate ids, vector dimensions) is :class:`Admission`'s, in input order.
+    """
+    source = str(path)
+    for line, record, problem in _iter_records(path):
+        if problem is not None:
+            yield line, None, problem
+            continue
+        if not isinstance(record, dict):
+            yield line, None, f"not an object: {type(record).__name__}"
+            continue
+        text, problem = _text_of(record, opts.text_key)
+        if text is None:
+            yield line, None, problem or "no text"
+            continue
+        raw_id = record.get(opts.id_key)
+        docid = f"{source}:{line}" if raw_id is None or raw_id == "" else str(raw_id)
+        vec, vec_problem = None, None
+        if opts.vector_key:
+            vec = _vector_of(record.get(opts.vector_key))
+            if vec is None:
+                vec_problem = f"missing or invalid vector field {opts.vector_key!r}"
+        label = None
+        if opts.label_key:
+            raw_label = record.get(opts.label_key)
+            label = "" if raw_label is None else str(raw_label)
+        yield line, Candidate(line, docid, text, label, vec, vec_problem), None
+
+
+class Admission:
+    """The checks that depend on earlier records: unique ids and one vector dimension.
+
+    Fed the candidates of every shard in input order, it admits the same documents wherever
+    the shards were checked.
+    """
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+        # docid -> where it was first seen, packed as one int (file << 40 | line): a formatted
+        # string per document would cost ~100 bytes each, ~1 GB per 10M documents.
+        self.first_seen: dict[str, int] = {}
+        self.dim: int | None = None
+
+    def admit(self, file_no: int, line: int, docid: str, vector_problem: str | None,
+              vector_dim: int | None) -> str | None:
+        """``None`` when the record becomes a document, else why not."""
+        at = self.first_seen.get(docid)
+        if at is not None:
+            return (f"duplicate id {docid!r} (first at "
+                    f"{self.files[at >> 40]}:{at & ((1 << 40) - 1)})")
+        if vector_problem is not None:
+            return vector_problem
+        if vector_dim is not None:
+            if self.dim is not None and vector_dim != self.dim:
+                return f"vector has dimension {vector_dim}, earlier ones {self.dim}"
+            self.dim = vector_dim
+        self.first_seen[docid] = (file_no << 40) | line
+        return None
+
+
+def malformed_record(stats: ReadStats, opts: ReadOptions, source: str, line: int,
+                     reason: str) -> None:
+    """Record a malformed record, or stop the run on it under ``strict=true``."""
+    if opts.strict:
+        raise InputError(f"malformed record at {source}:{line}: {reason} (strict=true)")
+    stats.malformed.append({"file": source, "line": line, "reason": reason})
+
+
 def iter_documents(
     paths: list[Path], opts: ReadOptions, stats: ReadStats, progress: bool = True
 ) -> Iterator[Document]:
@@ -255,56 +340,22 @@ def iter_documents(
     the same documents: later stages re-stream texts instead of holding them in memory.
     """
     stats.files = [str(p) for p in paths]
-    # docid -> where it was first seen, packed as one int (file << 40 | line): a formatted
-    # string per document would cost ~100 bytes each, ~1 GB per 10M documents.
-    first_seen: dict[str, int] = {}
-    dim: int | None = None
+    admission = Admission(stats.files)
     bar = progress_bar(progress, desc="read", unit="rec", leave=False)
-
-    def bad(source: str, line: int, reason: str) -> None:
-        if opts.strict:
-            raise InputError(f"malformed record at {source}:{line}: {reason} (strict=true)")
-        stats.malformed.append({"file": source, "line": line, "reason": reason})
-
     for file_no, path in enumerate(paths):
         source = str(path)
-        for line, record, problem in _iter_records(path):
+        for line, cand, problem in check_records(path, opts):
             stats.records += 1
             bar.update(1)
+            if cand is not None:
+                problem = admission.admit(file_no, line, cand.docid, cand.vector_problem,
+                                          None if cand.vector is None else cand.vector.size)
             if problem is not None:
-                bad(source, line, problem)
+                malformed_record(stats, opts, source, line, problem)
                 continue
-            if not isinstance(record, dict):
-                bad(source, line, f"not an object: {type(record).__name__}")
-                continue
-            text, problem = _text_of(record, opts.text_key)
-            if text is None:
-                bad(source, line, problem or "no text")
-                continue
-            raw_id = record.get(opts.id_key)
-            docid = f"{source}:{line}" if raw_id is None or raw_id == "" else str(raw_id)
-            if docid in first_seen:
-                at = first_seen[docid]
-                bad(source, line, f"duplicate id {docid!r} (first at "
-                                  f"{stats.files[at >> 40]}:{at & ((1 << 40) - 1)})")
-                continue
-            vec = None
-            if opts.vector_key:
-                vec = _vector_of(record.get(opts.vector_key))
-                if vec is None:
-                    bad(source, line, f"missing or invalid vector field {opts.vector_key!r}")
-                    continue
-                if dim is not None and vec.size != dim:
-                    bad(source, line, f"vector has dimension {vec.size}, earlier ones {dim}")
-                    continue
-                dim = vec.size
-            first_seen[docid] = (file_no << 40) | line
-            label = None
-            if opts.label_key:
-                raw_label = record.get(opts.label_key)
-                label = "" if raw_label is None else str(raw_label)
+            assert cand is not None
             stats.documents += 1
-            yield Document(docid, source, line, text, label, vec)
+            yield Document(cand.docid, source, line, cand.text, cand.label, cand.vector)
     bar.close()
     if stats.malformed:
         log.warning("read: %d malformed records (listed in the report)", len(stats.malformed))

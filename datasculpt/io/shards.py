@@ -11,7 +11,8 @@ list<string>, and ``text`` (the decoded ``input_ids``) when asked for.
 Rows are in a seeded shuffle of the sequences (pack order groups clusters, which would bias a
 trainer's batches) unless ``shuffle`` is off. Ids come from the token store by random access
 and each Parquet row group (about ``ROW_GROUP_TOKENS`` tokens) is assembled with whole-array
-operations, so memory holds one row group, never a shard or the corpus. The shards are
+operations, so memory holds one row group per shard being written, never a shard or the
+corpus; shards are independent, so an executor writes them side by side. The shards are
 written into a temporary directory that replaces ``tokens/`` only when every shard is
 complete.
 """
@@ -31,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.executors.base import host_threads
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import public_mode
 from datasculpt.progress import progress_bar
@@ -90,6 +93,34 @@ def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: T
     return pa.table(columns)
 
 
+def _write_shard(k: int, *, run_dir: str, tmp: str, packing: Packing, heads: np.ndarray,
+                 order: np.ndarray, bounds: list[int], seq_tokens: np.ndarray,
+                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None) -> int:
+    """Write shard ``k`` (an executor task); returns its row count.
+
+    A shard is assembled one row group at a time: memory holds ``ROW_GROUP_TOKENS`` tokens'
+    worth of arrays, whatever ``shard_tokens`` is.
+    """
+    store = TokenStore(Path(run_dir))
+    a, b = bounds[k], bounds[k + 1]
+    cuts, acc = [a], 0
+    for i, n in enumerate(seq_tokens[order[a:b]].tolist(), start=a):
+        if acc and acc + n > ROW_GROUP_TOKENS:
+            cuts.append(i)
+            acc = 0
+        acc += n
+    cuts.append(b)
+    writer = None
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        table = _shard_table(packing, heads, order[lo:hi], store, docids, eos, sep_id, tok)
+        if writer is None:
+            writer = pq.ParquetWriter(Path(tmp) / f"part-{k:05d}.parquet", table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+    return b - a
+
+
 def write_shards(
     run_dir: Path,
     packing: Packing,
@@ -103,12 +134,15 @@ def write_shards(
     shard_tokens: int,
     text_tokenizer: Any | None = None,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/tokens/part-*.parquet`` (replacing what was there); returns stats.
 
-    ``text_tokenizer`` adds the ``text`` column (its decode of ``input_ids``).
+    ``text_tokenizer`` adds the ``text`` column (its decode of ``input_ids``). Shards are
+    independent: ``executor`` writes them side by side (each reads the token store itself).
     """
     t0 = time.perf_counter()
+    executor = executor or LocalExecutor()
     n_seq = packing.n_sequences
     heads = np.searchsorted(packing.seq, np.arange(n_seq + 1))
     doc_len = store.doc_len
@@ -123,32 +157,19 @@ def write_shards(
             acc = 0
         acc += n
     bounds.append(n_seq)
-    ids_arr = np.asarray(docids, dtype=object)
     final = run_dir / SHARD_DIR
     tmp = Path(tempfile.mkdtemp(prefix=f".{SHARD_DIR}.", dir=run_dir))
     public_mode(tmp, directory=True)
     try:
         bar = progress_bar(progress, total=n_seq, desc="shards", unit="seq", leave=False)
-        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            # A shard is assembled one row group at a time: memory holds ROW_GROUP_TOKENS
-            # tokens' worth of arrays, whatever shard_tokens is.
-            cuts, acc = [a], 0
-            for i, n in enumerate(seq_tokens[order[a:b]].tolist(), start=a):
-                if acc and acc + n > ROW_GROUP_TOKENS:
-                    cuts.append(i)
-                    acc = 0
-                acc += n
-            cuts.append(b)
-            writer = None
-            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-                table = _shard_table(packing, heads, order[lo:hi], store, ids_arr, eos, sep_id,
-                                     text_tokenizer)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp / f"part-{k:05d}.parquet", table.schema)
-                writer.write_table(table)
-                bar.update(hi - lo)
-            if writer is not None:
-                writer.close()
+        # Two at a time in one process: a shard's row groups already keep a core busy in
+        # Arrow's encoder, and each holds its own row group in memory.
+        for rows in executor.map(_write_shard, range(len(bounds) - 1), threads=host_threads(2),
+                                 run_dir=str(run_dir), tmp=str(tmp), packing=packing,
+                                 heads=heads, order=order, bounds=bounds, seq_tokens=seq_tokens,
+                                 docids=np.asarray(docids, dtype=object), eos=eos,
+                                 sep_id=sep_id, tok=text_tokenizer):
+            bar.update(rows)
         bar.close()
         old = None
         if final.exists():

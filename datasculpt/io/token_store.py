@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -27,51 +27,77 @@ OFFSETS = "offsets.npy"
 _MAX_ID = np.iinfo(np.int32).max
 
 
+class TokenWriter:
+    """Tokenizes texts batch by batch and appends their ids to an open binary file.
+
+    Memory holds one batch of ids, never the corpus; after each batch the freed heap goes back
+    to the OS (``datasculpt.memory``), so the resident set stays flat over a long corpus.
+    """
+
+    def __init__(self, fh: BinaryIO, tok: Any, batch_size: int, bar: Any = None) -> None:
+        if len(tok) > _MAX_ID:
+            raise ValueError(f"a vocabulary of {len(tok)} ids does not fit the int32 token store")
+        self.fh, self.tok, self.batch_size, self.bar = fh, tok, batch_size, bar
+        self.counts: list[int] = []
+        self.batch: list[str] = []
+
+    def add(self, text: str) -> None:
+        self.batch.append(text)
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        ids = self.tok(self.batch, add_special_tokens=False, return_attention_mask=False,
+                       return_token_type_ids=False)["input_ids"]
+        lens = [len(x) for x in ids]
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=sum(lens))
+        self.fh.write(flat.tobytes())
+        self.counts.extend(lens)
+        if self.bar is not None:
+            self.bar.update(len(self.batch))
+        self.batch.clear()
+        del ids, flat
+        release_free_memory()  # else the freed id lists' pages stay resident (memory.py)
+
+    def lengths(self) -> np.ndarray:
+        self.flush()
+        return np.asarray(self.counts, dtype=np.int64)
+
+
+def write_offsets(out_dir: Path, n_tokens: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(n_tokens.size + 1, dtype=np.int64)
+    np.cumsum(n_tokens, out=offsets[1:])
+    write_npy(out_dir / OFFSETS, offsets)
+    return offsets
+
+
 def write_token_store(
     texts: Iterable[str], tok: Any, batch_size: int, out_dir: Path, progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Tokenize ``texts`` once into ``out_dir/tokens.bin`` + ``offsets.npy`` (atomically);
     returns every document's token count and the stage stats."""
     t0 = time.perf_counter()
-    if len(tok) > _MAX_ID:
-        raise ValueError(f"a vocabulary of {len(tok)} ids does not fit the int32 token store")
-    counts: list[int] = []
-    batch: list[str] = []
     bar = progress_bar(progress, desc="tokenize", unit="doc", leave=False)
     with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
-
-        def flush() -> None:
-            ids = tok(batch, add_special_tokens=False, return_attention_mask=False,
-                      return_token_type_ids=False)["input_ids"]
-            lens = [len(x) for x in ids]
-            flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=sum(lens))
-            fh.write(flat.tobytes())
-            counts.extend(lens)
-            bar.update(len(batch))
-            batch.clear()
-            del ids, flat
-            release_free_memory()  # else the freed id lists' pages stay resident (memory.py)
-
+        writer = TokenWriter(fh, tok, batch_size, bar)
         for text in texts:
-            batch.append(text)
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
+            writer.add(text)
+        n_tokens = writer.lengths()
     bar.close()
-    n_tokens = np.asarray(counts, dtype=np.int64)
-    offsets = np.zeros(n_tokens.size + 1, dtype=np.int64)
-    np.cumsum(n_tokens, out=offsets[1:])
-    write_npy(out_dir / OFFSETS, offsets)
-    seconds = time.perf_counter() - t0
-    stats = {
+    offsets = write_offsets(out_dir, n_tokens)
+    return n_tokens, store_stats(n_tokens, offsets, time.perf_counter() - t0)
+
+
+def store_stats(n_tokens: np.ndarray, offsets: np.ndarray, seconds: float) -> dict[str, Any]:
+    return {
         "documents": int(n_tokens.size),
         "tokens": int(n_tokens.sum()),
         "seconds": seconds,
         "tokens_per_s": float(n_tokens.sum() / seconds) if seconds > 0 else None,
         "store_bytes": int(offsets[-1]) * 4,
     }
-    return n_tokens, stats
 
 
 class TokenStore:

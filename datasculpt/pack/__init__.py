@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.backend import Backend
+from datasculpt.executors import Executor
 from datasculpt.types import Packing, Units
 
 SEMANTIC_METHODS = ("iclm", "datasculpt")
@@ -26,8 +27,10 @@ def pack(
     backend: Backend,
     embeddings: Any | None = None,
     clusters: np.ndarray | None = None,
+    executor: Executor | None = None,
 ) -> tuple[Packing, dict[str, Any]]:
-    """Run one packer; ``cfg`` is the ``pack`` config node (method-specific knobs)."""
+    """Run one packer; ``cfg`` is the ``pack`` config node (method-specific knobs);
+    ``executor`` runs the independent groups of clusters (window strategy)."""
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
     if method == "concat":
@@ -47,7 +50,8 @@ def pack(
 
         if clusters is None:
             raise ValueError("pack=datasculpt needs cluster labels")
-        packing, stats = pack_datasculpt(units, embeddings, clusters, ctx_len, cfg, seed)
+        packing, stats = pack_datasculpt(units, embeddings, clusters, ctx_len, cfg, seed,
+                                         executor=executor)
     else:  # validated earlier; kept for direct API callers
         raise ValueError(f"unknown pack method {method!r}")
     seconds = time.perf_counter() - t0

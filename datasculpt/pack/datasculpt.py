@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.backend import scatter_add, to_numpy, xp_of
+from datasculpt.executors import Executor
 from datasculpt.types import Packing, Units
 
 
@@ -495,6 +496,7 @@ def pack_datasculpt(
     ctx_len: int,
     cfg: Any,
     seed: int = 0,
+    executor: Executor | None = None,
 ) -> tuple[Packing, dict[str, Any]]:
     """Pack ``units`` into sequences of at most ``ctx_len`` tokens, cluster by cluster.
 
@@ -541,7 +543,8 @@ def pack_datasculpt(
     else:
         from datasculpt.pack.window import assign_windows
 
-        state = assign_windows(xp, emb, s_doc, s_len, cl_first, cl_count, ctx_len, cfg)
+        state = assign_windows(xp, emb, s_doc, s_len, cl_first, cl_count, ctx_len, cfg,
+                               executor)
     unit_win, unit_rank, rem = state["unit_win"], state["unit_rank"], state["remainder"]
     cap, sums, used, rounds = state["cap"], state["sums"], state["used"], state["rounds"]
     t_kernel = time.perf_counter() - t0

@@ -47,16 +47,15 @@ output is the same whatever the thread timing.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import to_numpy, xp_of
+from datasculpt.backend import to_device, to_numpy, xp_of
+from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.executors.base import host_threads
+from datasculpt.faults import fault_point
 
-# Units per batch of clusters (one gather of their embeddings, float32: 192 MiB at D = 384).
-_BATCH_UNITS = 1 << 17
 # Units per padded block and Gram entries per block: bound the block's memory (the Gram
 # matrices are C x n x n float32) while keeping every step's arrays large enough to amortise
 # the per-call overhead of NumPy and of kernel launches.
@@ -371,10 +370,36 @@ def _pack_batch(
             "groups": len(owner), "dissolved": n_dissolved}
 
 
+def _pack_batch_task(batch: np.ndarray, *, emb: Any, on_gpu: bool, s_doc: np.ndarray,
+                     s_len: np.ndarray, cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int,
+                     cfg: Any) -> dict[str, Any]:
+    """One batch of consecutive clusters (an executor task)."""
+    fault_point("pack_task")
+    emb = to_device(emb) if on_gpu else emb
+    return _pack_batch(xp_of(emb), emb, s_doc, s_len, cl_first[batch], cl_count[batch], ctx_len,
+                       cfg)
+
+
+def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
+                  ctx_len: int, fit_bias: float, on_gpu: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """One run of remainder chunks (an executor task): the chunks' units, their windows
+    (numbered from 0 over the run) and steps, and the run's window count."""
+    emb = to_device(emb) if on_gpu else emb
+    xp = xp_of(emb)
+    members, g_first, g_count = _groups(part)
+    k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
+    rows = emb[xp.asarray(s_doc[members])]
+    w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
+                              g_first, g_count, k_win, ctx_len, fit_bias)
+    base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
+    return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
+
+
 def _remainder_pass(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
     unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
-    fit_bias: float, workers: int,
+    fit_bias: float, executor: Executor,
 ) -> tuple[int, int]:
     """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
     consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
@@ -387,25 +412,13 @@ def _remainder_pass(
     chunks = [rem[a:b][np.argsort(-s_len[rem[a:b]], kind="stable")]
               for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     chunks = [c for c in chunks if int(s_len[c].sum()) >= ctx_len]
-
-    def run_chunks(part: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        members, g_first, g_count = _groups(part)
-        k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
-        rows = emb[xp.asarray(s_doc[members])]
-        w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
-                                  g_first, g_count, k_win, ctx_len, fit_bias)
-        base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
-        return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
-
     # Chunks are independent: they go to the workers in runs of a fixed number of chunks,
     # whatever the number of workers, because the padded blocks (and so the rounding of the
     # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
     runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
-    if workers > 1 and len(runs) > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="datasculpt-window") as pool:
-            solved = list(pool.map(run_chunks, runs))
-    else:
-        solved = [run_chunks(r) for r in runs]
+    solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
+                          **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
+                          ctx_len=ctx_len, fit_bias=fit_bias)
     for members, w_run, s_local, n_run in solved:
         placed = w_run >= 0
         unit_win[members[placed]] = n_win + w_run[placed]
@@ -414,18 +427,26 @@ def _remainder_pass(
     return n_win, len(chunks)
 
 
+def _task_inputs(executor: Executor, emb: Any) -> dict[str, Any]:
+    """The embeddings as executor tasks receive them: as they are in this process; on the host
+    for another process (moved to its GPU there when the run is on the GPU)."""
+    if isinstance(executor, LocalExecutor):
+        return {"emb": emb, "on_gpu": False}
+    return {"emb": to_numpy(emb), "on_gpu": xp_of(emb) is not np}
+
+
 def _workers(xp: Any) -> int:
-    """Threads for independent batches: the host's cores (at most 4: the batches share its
-    memory bandwidth); one on the GPU, where a batch already fills the device."""
-    return min(os.cpu_count() or 1, 4) if xp is np else 1
+    """Threads for independent batches in one process: the host's cores (at most 4: the
+    batches share its memory bandwidth); one on the GPU, where a batch already fills it."""
+    return host_threads() if xp is np else 1
 
 
-def _batches(count: np.ndarray) -> list[np.ndarray]:
-    """Consecutive clusters in batches of at most ``_BATCH_UNITS`` units (a larger cluster
+def _batches(count: np.ndarray, batch_units: int) -> list[np.ndarray]:
+    """Consecutive clusters in batches of at most ``batch_units`` units (a larger cluster
     alone)."""
     out, cur, n = [], [], 0
     for i, c in enumerate(count.tolist()):
-        if cur and n + c > _BATCH_UNITS:
+        if cur and n + c > batch_units:
             out.append(np.asarray(cur))
             cur, n = [], 0
         cur.append(i)
@@ -466,6 +487,7 @@ def assign_windows(
     cl_count: np.ndarray,
     ctx_len: int,
     cfg: Any,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Phases 1-5 of the window-centric strategy over units sorted by (cluster, length desc).
 
@@ -475,17 +497,12 @@ def assign_windows(
     """
     n_units, dim = s_doc.shape[0], int(emb.shape[1])
     k_cl = cl_count.shape[0]
-    batches = _batches(cl_count) if n_units else []
+    batches = _batches(cl_count, int(cfg.task_units)) if n_units else []
 
-    def run(b: np.ndarray) -> dict[str, Any]:
-        return _pack_batch(xp, emb, s_doc, s_len, cl_first[b], cl_count[b], ctx_len, cfg)
-
-    workers = _workers(xp)
-    if workers > 1 and len(batches) > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="datasculpt-window") as pool:
-            results = list(pool.map(run, batches))
-    else:
-        results = [run(b) for b in batches]
+    executor = executor or LocalExecutor()
+    results = executor.map(_pack_batch_task, batches, threads=_workers(xp), gpu=xp is not np,
+                           **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
+                           cl_first=cl_first, cl_count=cl_count, ctx_len=ctx_len, cfg=cfg)
     unit_win = np.full(n_units, -1, dtype=np.int64)
     unit_rank = np.full(n_units, -1, dtype=np.int64)
     cl_sums = np.zeros((k_cl, dim), dtype=np.float64)
@@ -515,7 +532,7 @@ def assign_windows(
     n_chunks = 0
     for size in sizes:
         n_win, n = _remainder_pass(xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win,
-                                   rank, ctx_len, float(cfg.fit_bias), workers)
+                                   rank, ctx_len, float(cfg.fit_bias), executor)
         n_chunks += n
         rem = rem[unit_win[rem] < 0]  # still in path order
     placed = unit_win >= 0

@@ -1,0 +1,23 @@
+"""Executors: what runs the independent pieces of a stage (``executor=local|ray``).
+
+Stage code hands an executor a module-level function, a list of items and the large read-only
+arrays every call shares; it gets the results back in item order. It never knows where they
+ran, so the same stage code gives the same bytes under either executor (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasculpt.executors.base import Executor, LocalExecutor
+
+__all__ = ["Executor", "LocalExecutor", "make_executor"]
+
+
+def make_executor(cfg: Any) -> Executor:
+    """The executor the ``executor`` config node asks for (validated earlier)."""
+    if cfg.name == "ray":
+        from datasculpt.executors.ray import RayExecutor
+
+        return RayExecutor(address=cfg.address, num_cpus=cfg.num_cpus)
+    return LocalExecutor()

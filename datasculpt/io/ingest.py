@@ -1,0 +1,212 @@
+"""Read + tokenize, one input shard per task, merged in input order.
+
+Each task checks its shard's records (``check_records``: nothing that depends on other
+records), tokenizes every candidate into a part file and returns the candidates' metadata.
+The merge then walks the shards in input order, applies the checks that depend on earlier
+records (``Admission``: duplicate ids, vector dimension) and copies the admitted documents'
+ids into the token store. The same tasks and the same merge run under every executor, so
+``documents.parquet``, ``tokens.bin`` and ``offsets.npy`` are the same bytes under local and
+Ray; a document's global index is its position in that merge.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasculpt.errors import InputError
+from datasculpt.executors import Executor
+from datasculpt.executors.base import LocalExecutor
+from datasculpt.io.read import (
+    Admission,
+    Corpus,
+    ReadOptions,
+    ReadStats,
+    check_records,
+    malformed_record,
+)
+from datasculpt.io.token_store import TOKENS, TokenWriter, store_stats, write_offsets
+from datasculpt.io.write import atomic_path
+from datasculpt.progress import progress_bar
+
+_COPY_TOKENS = 1 << 24  # tokens copied from a part file at a time: bounds the merge's memory
+
+
+@dataclass
+class ShardPart:
+    """What one task found in one shard: its candidates (in line order) and problems."""
+
+    file_no: int
+    records: int
+    problems: list[tuple[int, str]]  # (line, reason) of records that are no candidates
+    lines: np.ndarray
+    docids: list[str]
+    labels: list[str] | None
+    vector_problems: list[str | None]
+    vector_dims: list[int | None]
+    n_tokens: np.ndarray
+    tokens_path: str
+
+
+def ingest_shard(file_no: int, *, paths: list[Path], opts: ReadOptions, tokenizer: str,
+                 batch_size: int, part_dir: str, progress: bool) -> ShardPart:
+    """Check and tokenize one shard into ``part_dir`` (an executor task)."""
+    from datasculpt.tokenize import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    path = Path(part_dir) / f"part-{file_no:06d}.bin"
+    part = ShardPart(file_no, 0, [], np.zeros(0, np.int64), [], [] if opts.label_key else None,
+                     [], [], np.zeros(0, np.int64), str(path))
+    lines: list[int] = []
+    bar = progress_bar(progress, desc=f"tokenize {Path(paths[file_no]).name}", unit="doc",
+                       leave=False)
+    with open(path, "wb") as fh:
+        writer = TokenWriter(fh, tok, batch_size, bar)
+        for line, cand, problem in check_records(Path(paths[file_no]), opts):
+            part.records += 1
+            if cand is None:
+                part.problems.append((line, problem or "malformed"))
+                continue
+            lines.append(line)
+            part.docids.append(cand.docid)
+            if part.labels is not None:
+                part.labels.append(cand.label or "")
+            part.vector_problems.append(cand.vector_problem)
+            part.vector_dims.append(None if cand.vector is None else int(cand.vector.size))
+            writer.add(cand.text)
+        part.n_tokens = writer.lengths()
+    bar.close()
+    part.lines = np.asarray(lines, dtype=np.int64)
+    return part
+
+
+def _copy_tokens(src: Path, n_tokens: np.ndarray, keep: np.ndarray, fh: Any) -> None:
+    """Append the kept documents' ids of a part file to ``fh``, in bounded chunks."""
+    total = int(n_tokens.sum())
+    if not total or not keep.any():
+        return
+    starts = np.concatenate(([0], np.cumsum(n_tokens)[:-1]))
+    tokens = np.memmap(src, dtype=np.int32, mode="r", shape=(total,))
+    if keep.all():
+        for lo in range(0, total, _COPY_TOKENS):
+            fh.write(np.asarray(tokens[lo : lo + _COPY_TOKENS]).tobytes())
+    else:
+        for d in np.flatnonzero(keep).tolist():
+            fh.write(np.asarray(tokens[starts[d] : starts[d] + n_tokens[d]]).tobytes())
+    del tokens
+
+
+def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batch_size: int,
+                      out_dir: Path, executor: Executor | None = None, progress: bool = True,
+                      ) -> tuple[Corpus, np.ndarray, ReadStats, dict[str, Any]]:
+    """The read + tokenize stage: the corpus metadata in input order, every document's token
+    count, the read stats, and the token store written into ``out_dir``."""
+    executor = executor or LocalExecutor()
+    t0 = time.perf_counter()
+    stats = ReadStats(files=[str(p) for p in paths])
+    part_dir = Path(tempfile.mkdtemp(prefix=".tokenize.", dir=out_dir))
+    try:
+        parts = executor.map(ingest_shard, range(len(paths)), paths=paths, opts=opts,
+                             tokenizer=tokenizer, batch_size=batch_size,
+                             part_dir=str(part_dir),
+                             progress=progress and isinstance(executor, LocalExecutor))
+        corpus = Corpus(labels=[] if opts.label_key else None)
+        admission = Admission(stats.files)
+        lengths = []
+        with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
+            for part in parts:
+                keep = _merge_part(part, opts, stats, admission, corpus)
+                _copy_tokens(Path(part.tokens_path), part.n_tokens, keep, fh)
+                lengths.append(part.n_tokens[keep])
+                Path(part.tokens_path).unlink()
+    finally:
+        shutil.rmtree(part_dir, ignore_errors=True)
+    n_tokens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    offsets = write_offsets(out_dir, n_tokens)
+    return corpus, n_tokens, stats, store_stats(n_tokens, offsets, time.perf_counter() - t0)
+
+
+def _merge_part(part: ShardPart, opts: ReadOptions, stats: ReadStats, admission: Admission,
+                corpus: Corpus) -> np.ndarray:
+    """Admit one shard's candidates in line order, interleaved with its problems exactly as a
+    single pass over the shard meets them; returns which candidates became documents."""
+    source = stats.files[part.file_no]
+    stats.records += part.records
+    keep = np.zeros(part.lines.size, dtype=bool)
+    problems = iter(part.problems)
+    pending = next(problems, None)
+    for i, line in enumerate(part.lines.tolist()):
+        while pending is not None and pending[0] < line:
+            malformed_record(stats, opts, source, *pending)
+            pending = next(problems, None)
+        docid = part.docids[i]
+        problem = admission.admit(part.file_no, line, docid, part.vector_problems[i],
+                                  part.vector_dims[i])
+        if problem is not None:
+            malformed_record(stats, opts, source, line, problem)
+            continue
+        keep[i] = True
+        stats.documents += 1
+        corpus.docids.append(docid)
+        corpus.sources.append(source)
+        corpus.lines.append(line)
+        if corpus.labels is not None and part.labels is not None:
+            corpus.labels.append(part.labels[i])
+    while pending is not None:
+        malformed_record(stats, opts, source, *pending)
+        pending = next(problems, None)
+    return keep
+
+
+def document_blocks(sources: list[str], files: list[str]) -> list[tuple[int, int, int]]:
+    """``(file_no, first row, rows)`` per input shard that kept documents: a shard's documents
+    are consecutive rows of ``documents.parquet``."""
+    file_no = {f: i for i, f in enumerate(files)}
+    blocks: list[tuple[int, int, int]] = []
+    for row, src in enumerate(sources):
+        if blocks and blocks[-1][0] == file_no[src]:
+            f, first, count = blocks[-1]
+            blocks[-1] = (f, first, count + 1)
+        else:
+            blocks.append((file_no[src], row, 1))
+    return blocks
+
+
+def _document_lines(run_dir: Path, first: int, count: int) -> np.ndarray:
+    """The ``line`` column of rows ``[first, first + count)``, reading only the row groups
+    that hold them (a task reads its own shard's rows, not the corpus's)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(run_dir / "documents.parquet")
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    groups = [g for g in range(len(sizes)) if starts[g] < first + count and starts[g + 1] > first]
+    col = pf.read_row_groups(groups, columns=["line"]).column(0).to_numpy()
+    lo = first - int(starts[groups[0]])
+    return col[lo : lo + count]
+
+
+def document_texts(block: tuple[int, int, int], *, paths: list[Path], opts: ReadOptions,
+                   run_dir: str) -> Iterator[dict[str, Any]]:
+    """``{"row", "text"}`` for every document of one input shard (an executor reader): the
+    shard is read again and the records ``documents.parquet`` kept are picked by line, so a
+    row lands at its global index wherever the reader runs."""
+    file_no, first, count = block
+    lines = _document_lines(Path(run_dir), first, count).tolist()
+    k = 0
+    for line, cand, _ in check_records(Path(paths[file_no]), opts):
+        if k == count:
+            break
+        if cand is not None and line == lines[k]:
+            yield {"row": first + k, "text": cand.text}
+            k += 1
+    if k != count:
+        raise InputError(f"{paths[file_no]} changed since it was read ({k} of {count} "
+                         "documents found); rerun with overwrite=true")
