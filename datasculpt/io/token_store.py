@@ -10,6 +10,7 @@ training shards.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from itertools import chain
@@ -103,9 +104,9 @@ def store_stats(n_tokens: np.ndarray, offsets: np.ndarray, seconds: float) -> di
 class TokenStore:
     """Random access to the token store of a run directory (read-only).
 
-    Each read maps the file, copies what it needs and unmaps it again: a memory map kept open
-    would leave every page it ever touched resident, so reading all sequences would count the
-    whole store (4 bytes per token) against the process's memory.
+    Spans are read with ``pread`` into a fresh array, never through a memory map: a map keeps
+    every page it touched (and the kernel's read-around) in the resident set, so reading all
+    sequences of a shuffled run would count most of the store against the process's memory.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -116,26 +117,27 @@ class TokenStore:
     def doc_len(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def _read(self, index: np.ndarray | slice) -> np.ndarray:
-        n = int(self.offsets[-1])
-        if not n:
-            return np.zeros(0, dtype=np.int32)
-        tokens = np.memmap(self.path, dtype=np.int32, mode="r", shape=(n,))
-        try:
-            return np.array(tokens[index], dtype=np.int32)
-        finally:
-            del tokens  # unmapped: the touched pages leave this process's resident set
-
     def span(self, doc: int, start: int, end: int) -> np.ndarray:
-        base = int(self.offsets[doc])
-        return self._read(slice(base + start, base + end))
+        return self.gather(np.asarray([doc]), np.asarray([start]), np.asarray([end]))
 
     def gather(self, doc: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """The ids of many spans, concatenated in order (one vectorised gather)."""
-        length = end - start
+        """The ids of many spans, concatenated in order."""
+        length = np.asarray(end, dtype=np.int64) - np.asarray(start, dtype=np.int64)
         total = int(length.sum())
+        out = np.empty(total, dtype=np.int32)
         if not total:
-            return np.zeros(0, dtype=np.int32)
-        first = np.concatenate(([0], np.cumsum(length)[:-1]))
-        src = np.repeat(self.offsets[doc] + start - first, length) + np.arange(total)
-        return self._read(src)
+            return out
+        src = (self.offsets[np.asarray(doc)] + np.asarray(start)) * 4
+        buf = memoryview(out).cast("B")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            pos = 0
+            for offset, n in zip(src.tolist(), (length * 4).tolist(), strict=True):
+                while n:  # pread may return less than asked
+                    got = os.preadv(fd, [buf[pos : pos + n]], offset)
+                    if got <= 0:
+                        raise OSError(f"{self.path} is shorter than its offsets say")
+                    pos, offset, n = pos + got, offset + got, n - got
+        finally:
+            os.close(fd)
+        return out
