@@ -65,8 +65,8 @@ class Source:
     opts: ReadOptions
     progress: bool
 
-    def stream(self, stats: ReadStats | None = None) -> Iterator[Any]:
-        return iter_documents(self.paths, self.opts, stats or ReadStats(), self.progress)
+    def stream(self) -> Iterator[Any]:
+        return iter_documents(self.paths, self.opts, ReadStats(), self.progress)
 
 
 

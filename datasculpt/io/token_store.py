@@ -11,17 +11,14 @@ training shards.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from datasculpt.io.write import atomic_path, write_npy
+from datasculpt.io.write import write_npy
 from datasculpt.memory import release_free_memory
-from datasculpt.progress import progress_bar
 
 TOKENS = "tokens.bin"
 OFFSETS = "offsets.npy"
@@ -72,23 +69,6 @@ def write_offsets(out_dir: Path, n_tokens: np.ndarray) -> np.ndarray:
     np.cumsum(n_tokens, out=offsets[1:])
     write_npy(out_dir / OFFSETS, offsets)
     return offsets
-
-
-def write_token_store(
-    texts: Iterable[str], tok: Any, batch_size: int, out_dir: Path, progress: bool = True,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Tokenize ``texts`` once into ``out_dir/tokens.bin`` + ``offsets.npy`` (atomically);
-    returns every document's token count and the stage stats."""
-    t0 = time.perf_counter()
-    bar = progress_bar(progress, desc="tokenize", unit="doc", leave=False)
-    with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
-        writer = TokenWriter(fh, tok, batch_size, bar)
-        for text in texts:
-            writer.add(text)
-        n_tokens = writer.lengths()
-    bar.close()
-    offsets = write_offsets(out_dir, n_tokens)
-    return n_tokens, store_stats(n_tokens, offsets, time.perf_counter() - t0)
 
 
 def store_stats(n_tokens: np.ndarray, offsets: np.ndarray, seconds: float) -> dict[str, Any]:
