@@ -36,6 +36,19 @@ def _check_reachable(address: str) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
 
 
+def _is_auth_error(exc: BaseException) -> bool:
+    """Ray reports a token mismatch as a ConnectionError over a RuntimeError whose message
+    holds the AuthenticationError's traceback as text."""
+    from ray.exceptions import AuthenticationError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AuthenticationError) or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _call(fn: Callable[..., R], item: Any, **shared: Any) -> R:
     return fn(item, **shared)
 
@@ -71,6 +84,11 @@ class RayExecutor:
                          include_dashboard=False, log_to_driver=False, runtime_env=env,
                          configure_logging=False)
             except ConnectionError as exc:
+                if _is_auth_error(exc):
+                    raise ConfigError(
+                        f"the Ray cluster at {address!r} refused this process's token: set "
+                        "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN or "
+                        "RAY_AUTH_TOKEN_PATH) as the nodes have them") from exc
                 raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from exc
             self._owned = True
         res = ray.cluster_resources()
