@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_numpy, xp_of
+from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
+from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
 
 log = logging.getLogger(__name__)
@@ -94,11 +96,22 @@ def _assign_candidates(x: Any, c: Any, labels: Any, m: int) -> Any:
     Documents are grouped by current label (one sort) and each group meets its ``m`` candidate
     centroids in one matmul: a loop over clusters, never over documents.
     """
-    xp = xp_of(x)
+    return _assign_among(x, c, labels, _candidates(c, m))
+
+
+def _candidates(c: Any, m: int) -> Any:
+    """``k x m``: each centroid's ``m`` nearest centroids, itself first."""
+    xp = xp_of(c)
     k = c.shape[0]
     cc = c @ c.T
     cc[xp.arange(k), xp.arange(k)] = 2.0  # the current centroid is always a candidate
-    nbr = xp.argsort(-cc, axis=1)[:, :m]
+    return xp.argsort(-cc, axis=1)[:, :m]
+
+
+def _assign_among(x: Any, c: Any, labels: Any, nbr: Any) -> Any:
+    """Nearest centroid among ``nbr[labels[i]]`` for every row ``i``."""
+    xp = xp_of(x)
+    k = c.shape[0]
     order = xp.argsort(labels, kind="stable")
     bounds = to_numpy(xp.searchsorted(labels[order], xp.arange(k + 1))).tolist()
     out = labels.copy()
@@ -171,6 +184,15 @@ def kmeans(
     The ladder is cuML -> FAISS-GPU -> torch on the GPU and faiss-cpu -> torch on the CPU, each
     step taken (and logged once) when the rung above is not installed.
     """
+    cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid)
+    return cent, assign_exact(x, cent) if labels is None else labels, impl
+
+
+def _train_kmeans(
+    x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int
+) -> tuple[Any, Any, str]:
+    """``kmeans`` without the final assignment: ``(centroids, labels or None, impl)``; labels
+    come only with the trivial ``k = 1`` and ``k = N``."""
     xp = backend.xp
     n = int(x.shape[0])
     k = max(1, min(int(k), n))
@@ -203,8 +225,7 @@ def kmeans(
     if cent is None:
         cent = _kmeans_torch(x, k, niter, seed, backend.torch_device, max_points_per_centroid)
         impl = f"torch-{backend.torch_device}"
-    cent = _normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32))
-    return cent, assign_exact(x, cent), impl
+    return _normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
 
 
 # --------------------------------------------------------------------------- ISODATA
@@ -251,6 +272,65 @@ def _state(x: Any, w: Any, labels: Any, k: int) -> _State:
         count = xp.bincount(labels, minlength=k)
     mass = xp.bincount(labels, weights=w, minlength=k)
     return _State(labels, _segment_sum(x, labels, k), count, mass)
+
+
+def _block_task(item: tuple[int, int, Any, Any], *, x: Any, on_gpu: bool, k: int, cent: Any,
+                nbr: Any) -> tuple[Any, Any, Any, Any]:
+    """One block of rows (an executor task): its labels (reassigned when ``cent`` is given,
+    among ``nbr`` candidates when that is given too) and its per-cluster sums, counts and
+    token mass over ``k`` clusters."""
+    a, b, lab, w = item
+    xb = x[a:b]
+    if on_gpu:  # a task in another process, on its own GPU
+        xb, lab, w, cent, nbr = (None if v is None else to_device(v)
+                                 for v in (xb, lab, w, cent, nbr))
+    xp = xp_of(xb)
+    if cent is not None:
+        lab = assign_exact(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
+    out = (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
+           xp.bincount(lab, weights=w, minlength=k))
+    return tuple(to_numpy(v) for v in out) if on_gpu else out
+
+
+class _Passes:
+    """The passes over every document of a round, as executor tasks over fixed blocks of
+    ``task_docs`` rows whose results are added in block order: the partition fixes the
+    rounding, so every executor and thread count gives the same bits. The rows reach the tasks
+    once per run (``executor.share``); only the k x D centroids travel per pass."""
+
+    def __init__(self, x: Any, w: Any, backend: Backend, executor: Executor,
+                 task_docs: int) -> None:
+        self.w, self.backend, self.executor = w, backend, executor
+        n = int(x.shape[0])
+        self.bounds = [(a, min(a + task_docs, n)) for a in range(0, n, task_docs)]
+        self.local = isinstance(executor, LocalExecutor)
+        self.remote_gpu = backend.is_gpu and not self.local
+        self.x = executor.share(x if self.local else to_numpy(x))
+
+    def _move(self, v: Any) -> Any:
+        return v if self.local or v is None else to_numpy(v)
+
+    def state(self, k: int, labels: Any = None, cent: Any = None, nbr: Any = None
+              ) -> tuple[_State, Any]:
+        """The partition after (re)assignment, empty clusters dropped and renumbered, and the
+        old ids that survived (in order)."""
+        xp = self.backend.xp
+        items = [(a, b, None if labels is None else self._move(labels[a:b]),
+                  self._move(self.w[a:b])) for a, b in self.bounds]
+        parts = self.executor.map(
+            _block_task, items, threads=1 if self.backend.is_gpu else host_threads(),
+            gpu=self.remote_gpu, x=self.x, on_gpu=self.remote_gpu, k=k,
+            cent=self._move(cent), nbr=self._move(nbr))
+        parts = [[self.backend.asarray(v) for v in p] for p in parts]
+        labels = xp.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        sums, count, mass = parts[0][1], parts[0][2], parts[0][3]
+        for p in parts[1:]:
+            sums, count, mass = sums + p[1], count + p[2], mass + p[3]
+        kept = xp.nonzero(count > 0)[0]
+        if int(kept.shape[0]) < k:
+            remap = xp.cumsum(count > 0) - 1
+            labels, sums, count, mass = remap[labels], sums[kept], count[kept], mass[kept]
+        return _State(labels, sums, count, mass), kept
 
 
 def _merge(st: _State, threshold: float, max_tokens: float) -> tuple[Any, int]:
@@ -365,9 +445,13 @@ def _canonical(labels: Any, k: int) -> tuple[Any, Any]:
 
 
 def cluster(
-    embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int
+    embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int,
+    executor: Executor | None = None,
 ) -> ClusterResult:
-    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules (DESIGN §2.4)."""
+    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules (DESIGN §2.4).
+
+    k-means trains on a sample in this process; the assignment passes and centroid sums of
+    every round run as ``executor`` tasks over blocks of ``cfg.task_docs`` documents."""
     xp = backend.xp
     t0 = time.perf_counter()
     x = _normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
@@ -384,33 +468,33 @@ def cluster(
     m = int(cfg.assign_candidates)
     max_points = int(cfg.max_points_per_centroid)
 
-    cent, labels, km_impl = kmeans(x, k0, int(cfg.kmeans_iter), seed, backend, max_points)
+    cent, labels, km_impl = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
+                                          max_points)
     t_kmeans = time.perf_counter() - t0
-    st = _state(x, w, labels, int(cent.shape[0]))
+    passes = _Passes(x, w, backend, executor or LocalExecutor(), int(cfg.task_docs))
+    st, _ = passes.state(int(cent.shape[0]), labels=labels,
+                         cent=cent if labels is None else None)
     rounds: list[dict[str, Any]] = []
     shift, converged = 0.0, False
     for _ in range(int(cfg.max_iter)):
         t_round = time.perf_counter()
         old = st.centroids
         exact = st.k <= m
-        labels = assign_exact(x, old) if exact else _assign_candidates(x, old, st.labels, m)
-        new = _state(x, w, labels, st.k)
-        if new.k == st.k:
-            shift = max(0.0, float((1.0 - (old * new.centroids).sum(axis=1)).mean()))
-        else:  # clusters emptied by the assignment: compare the survivors only
-            kept = xp.unique(labels)
-            shift = max(0.0, float((1.0 - (old[kept] * new.centroids).sum(axis=1)).mean()))
+        new, kept = passes.state(st.k, labels=st.labels, cent=old,
+                                 nbr=None if exact else _candidates(old, m))
+        # Clusters emptied by the assignment drop out: compare the survivors only.
+        shift = max(0.0, float((1.0 - (old[kept] * new.centroids).sum(axis=1)).mean()))
         st = new
         labels, n_merged = _merge(st, float(cfg.merge_threshold), max_tokens)
         if n_merged:
-            st = _state(x, w, labels, st.k)
+            st, _ = passes.state(st.k, labels=labels)
         labels, n_split = _split(x, st, float(cfg.split_threshold), max_tokens, min_tokens,
                                  float(cfg.merge_threshold), w)
         if n_split:
-            st = _state(x, w, labels, st.k + n_split)
+            st, _ = passes.state(st.k + n_split, labels=labels)
         labels, n_folded = _fold(x, st, min_tokens)
         if n_folded:
-            st = _state(x, w, labels, st.k)
+            st, _ = passes.state(st.k, labels=labels)
         rounds.append({"k": st.k, "shift": shift, "merged": n_merged, "split": n_split,
                        "folded": n_folded, "assign": "exact" if exact else f"candidates-{m}",
                        "seconds": time.perf_counter() - t_round})
@@ -420,7 +504,7 @@ def cluster(
     if not rounds and st.k > 1:  # max_iter == 0 still honours the minimum cluster size
         labels, n_folded = _fold(x, st, min_tokens)
         if n_folded:
-            st = _state(x, w, labels, st.k)
+            st, _ = passes.state(st.k, labels=labels)
 
     labels, old_ids = _canonical(st.labels, st.k)
     order = to_numpy(old_ids)

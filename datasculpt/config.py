@@ -68,6 +68,9 @@ class ClusterConfig:
     # its current one (exact below): what keeps 1M x 384 under a minute on two cores.
     assign_candidates: int = 32
     max_points_per_centroid: int = 64  # k-means training subsample per centroid
+    # Documents per task of a round's assignment and centroid sums (an executor task); the
+    # block sums are added in block order, so the partition, not the executor, fixes the bits.
+    task_docs: int = 262144
 
 
 @dataclass
@@ -135,6 +138,9 @@ class DataSculptConfig:
     append_eos: bool = True  # a separator token after each document's last span
     tokenizer: str = "default"  # "default": the tokenizer of the packaged MiniLM model
     tokenize_batch_size: int = 1024
+    # Shards larger than this are read and tokenized as several tasks (plain JSONL by byte
+    # ranges, Parquet by row groups; compressed JSONL whole); the output is the same.
+    tokenize_block_mb: float = 256.0
     strict: bool = False  # make any malformed record an error
     overwrite: bool = False
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -207,6 +213,10 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,
            f"cluster.k must be >= 1, got {cfg.cluster.k}")
     _check(cfg.cluster.max_iter >= 0, "cluster.max_iter must be >= 0")
+    _check(cfg.tokenize_block_mb > 0,
+           f"tokenize_block_mb must be > 0, got {cfg.tokenize_block_mb}")
+    _check(cfg.cluster.task_docs >= 1,
+           f"cluster.task_docs must be >= 1, got {cfg.cluster.task_docs}")
     _check(0.0 < cfg.cluster.merge_threshold <= 1.0, "cluster.merge_threshold must be in (0, 1]")
     if cfg.input is not None:
         _check(bool(str(cfg.input).strip()), "input is empty")

@@ -198,7 +198,7 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
     def tokenize_work() -> dict[str, Any]:
         corpus, doc_len, rstats, tstats = read_and_tokenize(
             src.paths, opts, cfg.tokenizer, int(cfg.tokenize_batch_size), out, executor,
-            progress)
+            progress, block_bytes=max(1, int(cfg.tokenize_block_mb * (1 << 20))))
         if len(corpus) == 0:
             raise InputError(f"no usable documents in {spec} ({len(rstats.malformed)} "
                              "malformed)")
@@ -256,7 +256,7 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
 
         t0 = time.perf_counter()
         result = cluster(device_embeddings(), doc_len, cfg.ctx_len, cfg.cluster, backend,
-                         cfg.seed)
+                         cfg.seed, executor)
         write_npy(out / "clusters.npy", np.asarray(result.labels, dtype=np.int32))
         write_npy(out / "centroids.npy", np.asarray(result.centroids, dtype=np.float32))
         return {**result.stats, "seconds": time.perf_counter() - t0}

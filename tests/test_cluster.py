@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
 from datasculpt.cluster import (
     _assign_candidates,
     _kmeans_torch,
     _merge,
+    _Passes,
     _state,
     assign_exact,
     auto_k,
@@ -24,6 +26,7 @@ from datasculpt.cluster import (
     kmeans,
 )
 from datasculpt.config import ClusterConfig, EmbedConfig
+from datasculpt.executors import LocalExecutor
 
 CPU = resolve_backend("cpu")
 CTX = 1000
@@ -204,6 +207,43 @@ def test_same_seed_same_labels_in_canonical_order() -> None:
     assert (np.diff(first) > 0).all() and a.labels[0] == 0
     assert a.centroids.shape == (a.stats["k"], 32)
     assert len(a.stats["sizes"]) == a.stats["k"] and sum(a.stats["sizes"]) == x.shape[0]
+
+
+def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
+    x, lab = planted(6, 70, noise=0.05, seed=9)
+    w = np.random.default_rng(1).integers(10, 900, x.shape[0]).astype(np.float64)
+    means = np.stack([x[lab == j].mean(axis=0) for j in range(6)])
+    extra = -x.mean(axis=0, keepdims=True)  # a centroid no document is nearest to
+    cent = np.concatenate([means, extra]).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    ref = _state(x, w, assign_exact(x, cent), 7)  # one pass; drops the empty 7th cluster
+    one, kept_one = _Passes(x, w, CPU, LocalExecutor(), 10**6).state(7, cent=cent)
+    many, kept = _Passes(x, w, CPU, LocalExecutor(), 61).state(7, cent=cent)  # 7 blocks
+    np.testing.assert_array_equal(kept, np.arange(6))
+    np.testing.assert_array_equal(kept_one, kept)
+    for st in (one, many):
+        np.testing.assert_array_equal(st.labels, lab)
+        np.testing.assert_array_equal(st.count, ref.count)
+        np.testing.assert_array_equal(st.mass, ref.mass)  # integer token counts: exact
+    np.testing.assert_array_equal(one.sums, ref.sums)  # one block is the single pass, bit for bit
+    np.testing.assert_allclose(many.sums, ref.sums, rtol=1e-5, atol=1e-5)
+    # candidate assignment inside the blocks agrees with exact assignment here
+    cand, _ = _Passes(x, w, CPU, LocalExecutor(), 61).state(
+        7, labels=lab, cent=cent, nbr=cluster_mod._candidates(cent, 3))
+    np.testing.assert_array_equal(cand.labels, lab)
+
+
+def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _ = planted(8, 60, noise=0.25, seed=11)
+    tokens = np.random.default_rng(2).integers(10, 600, x.shape[0])
+    c = cfg(k=8, task_docs=50, max_iter=4, epsilon=-1.0)
+    monkeypatch.setattr(cluster_mod, "host_threads", lambda: 1)
+    serial = cluster(x, tokens, CTX, c, CPU, 0)
+    monkeypatch.setattr(cluster_mod, "host_threads", lambda: 4)
+    threaded = cluster(x, tokens, CTX, c, CPU, 0)
+    assert serial.stats["iterations"] == 4
+    np.testing.assert_array_equal(serial.labels, threaded.labels)
+    np.testing.assert_array_equal(serial.centroids, threaded.centroids)
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,9 @@ def _cfg(data: Path, executor: dict, **extra):
         input=str(data), ctx_len=1024, label_key="topic",
         **{"report.plots": False, "report.progress": False, "backend.name": "cpu",
            "pack.task_units": 60, "pack.max_group": 16, "pack.remainder_group": 32,
-           "output.shard_tokens": 20_000, **{f"executor.{k}": v for k, v in executor.items()},
+           "output.shard_tokens": 20_000, "cluster.task_docs": 100,
+           "tokenize_block_mb": 0.05,
+           **{f"executor.{k}": v for k, v in executor.items()},
            **extra})
 
 

@@ -26,6 +26,11 @@ class Executor(Protocol):
     def map(self, fn: Callable[..., R], items: Sequence[T], *, threads: int = 1,
             gpu: bool = False, **shared: Any) -> list[R]: ...
 
+    def share(self, value: Any) -> Any:
+        """A handle that ``map`` accepts as a ``shared`` value in place of ``value``, stored
+        once for every later ``map`` (a stage's rows, read by many passes)."""
+        ...
+
     def map_rows(self, read: Callable[..., Iterator[dict[str, Any]]], items: Sequence[T],
                  model: Callable[..., Any], *, batch_size: int, gpu: bool = False,
                  model_kwargs: dict[str, Any] | None = None, **shared: Any,
@@ -54,6 +59,9 @@ class LocalExecutor:
                                     thread_name_prefix="datasculpt") as pool:
                 return list(pool.map(lambda item: fn(item, **shared), items))
         return [fn(item, **shared) for item in items]
+
+    def share(self, value: Any) -> Any:
+        return value
 
     def map_rows(self, read: Callable[..., Iterator[dict[str, Any]]], items: Sequence[T],
                  model: Callable[..., Any], *, batch_size: int, gpu: bool = False,

@@ -103,9 +103,14 @@ class RayExecutor:
         items = list(items)
         if not items:
             return []
-        refs = {k: ray.put(v) for k, v in shared.items()}
+        refs = {k: v if isinstance(v, ray.ObjectRef) else ray.put(v)
+                for k, v in shared.items()}
         task = self._task.options(num_gpus=1) if gpu else self._task
         return ray.get([task.remote(fn, item, **refs) for item in items])
+
+    def share(self, value: Any) -> Any:
+        """The value in the object store (tasks receive it resolved, zero-copy on a node)."""
+        return self._ray.put(value)
 
     def map_rows(self, read: Callable[..., Iterator[dict[str, Any]]], items: Sequence[T],
                  model: Callable[..., Any], *, batch_size: int, gpu: bool = False,

@@ -1,11 +1,13 @@
-"""Read + tokenize, one input shard per task, merged in input order.
+"""Read + tokenize, one input shard (or block of a large one) per task, merged in input order.
 
-Each task checks its shard's records (``check_records``: nothing that depends on other
-records), tokenizes every candidate into a part file and returns the candidates' metadata.
-The merge then walks the shards in input order, applies the checks that depend on earlier
-records (``Admission``: duplicate ids, vector dimension) and copies the admitted documents'
-ids into the token store. The same tasks and the same merge run under every executor, so
-``documents.parquet``, ``tokens.bin`` and ``offsets.npy`` are the same bytes under local and
+Shards larger than the block size are cut into blocks (byte ranges of plain JSONL, row groups
+of Parquet; ``plan_blocks``). Each task checks its block's records (``check_records``: nothing
+that depends on other records), tokenizes every candidate into a part file and returns the
+candidates' metadata. The merge then walks the blocks in input order, numbers the lines of
+byte-range blocks within their shard, applies the checks that depend on earlier records
+(``Admission``: duplicate ids, vector dimension) and copies the admitted documents' ids into
+the token store. The same tasks and the same merge run under every executor and block size,
+so ``documents.parquet``, ``tokens.bin`` and ``offsets.npy`` are the same bytes under local and
 Ray; a document's global index is its position in that merge.
 """
 
@@ -28,11 +30,13 @@ from datasculpt.executors import Executor
 from datasculpt.executors.base import LocalExecutor
 from datasculpt.io.read import (
     Admission,
+    Block,
     Corpus,
     ReadOptions,
     ReadStats,
     check_records,
     malformed_record,
+    plan_blocks,
 )
 from datasculpt.io.token_store import TOKENS, TokenWriter, store_stats, write_offsets
 from datasculpt.io.write import atomic_path
@@ -43,18 +47,22 @@ _COPY_BYTES = 1 << 24  # bytes copied from a part file at a time: bounds the mer
 
 @dataclass
 class ShardPart:
-    """What one task found in one shard: its candidates (in line order) and problems."""
+    """What one task found in one block: its candidates (in line order) and problems.
 
-    file_no: int
+    Lines are the shard's, or the block's own (from 1) when its ``line_base`` is unknown;
+    ``n_lines`` then moves the next block of the shard along."""
+
+    block: Block
     records: int
     problems: list[tuple[int, str]]  # (line, reason) of records that are no candidates
     lines: np.ndarray
-    docids: list[str]
+    docids: list[str | None]
     labels: list[str] | None
     vector_problems: list[str | None]
     vector_dims: list[int | None]
     n_tokens: np.ndarray
     tokens_path: str
+    n_lines: int = 0
 
 
 def _prefetched(items: Iterator[Any], depth: int = 256) -> Iterator[Any]:
@@ -99,22 +107,24 @@ def _prefetched(items: Iterator[Any], depth: int = 256) -> Iterator[Any]:
         raise failed[0]
 
 
-def ingest_shard(file_no: int, *, paths: list[Path], opts: ReadOptions, tokenizer: str,
-                 batch_size: int, part_dir: str, progress: bool) -> ShardPart:
-    """Check and tokenize one shard into ``part_dir`` (an executor task)."""
+def ingest_block(index: int, *, blocks: list[Block], paths: list[Path], opts: ReadOptions,
+                 tokenizer: str, batch_size: int, part_dir: str, progress: bool) -> ShardPart:
+    """Check and tokenize one block into ``part_dir`` (an executor task)."""
     from datasculpt.tokenize import load_tokenizer
 
+    block = blocks[index]
     tok = load_tokenizer(tokenizer)
-    path = Path(part_dir) / f"part-{file_no:06d}.bin"
-    part = ShardPart(file_no, 0, [], np.zeros(0, np.int64), [], [] if opts.label_key else None,
+    path = Path(part_dir) / f"part-{index:06d}.bin"
+    part = ShardPart(block, 0, [], np.zeros(0, np.int64), [], [] if opts.label_key else None,
                      [], [], np.zeros(0, np.int64), str(path))
     lines: list[int] = []
-    bar = progress_bar(progress, desc=f"tokenize {Path(paths[file_no]).name}", unit="doc",
-                       leave=False)
+    source = Path(paths[block.file_no])
+    bar = progress_bar(progress, desc=f"tokenize {source.name}", unit="doc", leave=False)
     with open(path, "wb") as fh:
         writer = TokenWriter(fh, tok, batch_size, bar)
-        for line, cand, problem in _prefetched(check_records(Path(paths[file_no]), opts)):
+        for line, cand, problem in _prefetched(check_records(source, opts, block)):
             part.records += 1
+            part.n_lines = max(part.n_lines, line)
             if cand is None:
                 part.problems.append((line, problem or "malformed"))
                 continue
@@ -148,24 +158,32 @@ def _copy_tokens(src: Path, n_tokens: np.ndarray, keep: np.ndarray, fh: Any) -> 
 
 def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batch_size: int,
                       out_dir: Path, executor: Executor | None = None, progress: bool = True,
+                      block_bytes: int = 1 << 28,
                       ) -> tuple[Corpus, np.ndarray, ReadStats, dict[str, Any]]:
     """The read + tokenize stage: the corpus metadata in input order, every document's token
-    count, the read stats, and the token store written into ``out_dir``."""
+    count, the read stats, and the token store written into ``out_dir``. The output does
+    not depend on ``block_bytes`` (nor on the executor): only how the work is cut."""
     executor = executor or LocalExecutor()
     t0 = time.perf_counter()
     stats = ReadStats(files=[str(p) for p in paths])
+    blocks = plan_blocks(paths, block_bytes)
     part_dir = Path(tempfile.mkdtemp(prefix=".tokenize.", dir=out_dir))
     try:
-        parts = executor.map(ingest_shard, range(len(paths)), paths=paths, opts=opts,
-                             tokenizer=tokenizer, batch_size=batch_size,
+        parts = executor.map(ingest_block, range(len(blocks)), blocks=blocks, paths=paths,
+                             opts=opts, tokenizer=tokenizer, batch_size=batch_size,
                              part_dir=str(part_dir),
                              progress=progress and isinstance(executor, LocalExecutor))
         corpus = Corpus(labels=[] if opts.label_key else None)
         admission = Admission(stats.files)
         lengths = []
+        line_offset, file_no = 0, -1
         with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
             for part in parts:
-                keep = _merge_part(part, opts, stats, admission, corpus)
+                if part.block.file_no != file_no:
+                    line_offset, file_no = 0, part.block.file_no
+                offset = line_offset if part.block.line_base is None else 0
+                keep = _merge_part(part, offset, opts, stats, admission, corpus)
+                line_offset += part.n_lines
                 _copy_tokens(Path(part.tokens_path), part.n_tokens, keep, fh)
                 lengths.append(part.n_tokens[keep])
                 Path(part.tokens_path).unlink()
@@ -176,21 +194,23 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
     return corpus, n_tokens, stats, store_stats(n_tokens, offsets, time.perf_counter() - t0)
 
 
-def _merge_part(part: ShardPart, opts: ReadOptions, stats: ReadStats, admission: Admission,
-                corpus: Corpus) -> np.ndarray:
-    """Admit one shard's candidates in line order, interleaved with its problems exactly as a
-    single pass over the shard meets them; returns which candidates became documents."""
-    source = stats.files[part.file_no]
+def _merge_part(part: ShardPart, offset: int, opts: ReadOptions, stats: ReadStats,
+                admission: Admission, corpus: Corpus) -> np.ndarray:
+    """Admit one block's candidates in line order (their lines moved by ``offset`` to the
+    shard's), interleaved with its problems exactly as a single pass over the shard meets
+    them; returns which candidates became documents."""
+    file_no = part.block.file_no
+    source = stats.files[file_no]
     stats.records += part.records
     keep = np.zeros(part.lines.size, dtype=bool)
-    problems = iter(part.problems)
+    problems = ((line + offset, reason) for line, reason in part.problems)
     pending = next(problems, None)
-    for i, line in enumerate(part.lines.tolist()):
+    for i, line in enumerate((part.lines + offset).tolist()):
         while pending is not None and pending[0] < line:
             malformed_record(stats, opts, source, *pending)
             pending = next(problems, None)
-        docid = part.docids[i]
-        problem = admission.admit(part.file_no, line, docid, part.vector_problems[i],
+        docid = part.docids[i] or f"{source}:{line}"
+        problem = admission.admit(file_no, line, docid, part.vector_problems[i],
                                   part.vector_dims[i])
         if problem is not None:
             malformed_record(stats, opts, source, line, problem)

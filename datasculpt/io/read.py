@@ -148,7 +148,79 @@ def _zstd_lines(path: Path) -> Iterator[bytes]:
         yield pending
 
 
-def _raw_lines(path: Path) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class Block:
+    """The part of one input shard that one read task reads.
+
+    The whole shard (``stop`` None); bytes ``[start, stop)`` of a plain JSONL shard, meaning
+    the lines that begin there; or row groups ``[start, stop)`` of a Parquet shard.
+    ``line_base`` is the number of lines or rows before the block when known without reading
+    (None for a byte range: the merge counts the lines of the blocks before it).
+    """
+
+    file_no: int
+    start: int = 0
+    stop: int | None = None
+    line_base: int | None = 0
+
+
+def plan_blocks(paths: list[Path], block_bytes: int) -> list[Block]:
+    """Blocks of about ``block_bytes`` for the shards larger than that, in input order; a
+    compressed JSONL shard is read whole (its stream has no seekable line boundaries)."""
+    blocks: list[Block] = []
+    for file_no, path in enumerate(paths):
+        size = os.path.getsize(path)
+        name = path.name.lower()
+        if size <= block_bytes or not name.endswith((".jsonl", ".parquet")):
+            blocks.append(Block(file_no))
+        elif name.endswith(".jsonl"):
+            n = -(-size // block_bytes)
+            cuts = [size * j // n for j in range(n + 1)]
+            blocks += [Block(file_no, a, b, None) for a, b in zip(cuts, cuts[1:], strict=False)]
+        else:
+            blocks += _parquet_blocks(file_no, path, block_bytes)
+    return blocks
+
+
+def _parquet_blocks(file_no: int, path: Path, block_bytes: int) -> list[Block]:
+    """Consecutive row groups of about ``block_bytes`` (uncompressed) each."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # reported, with the reason, by the task that reads it whole
+        return [Block(file_no)]
+    blocks: list[Block] = []
+    start = base = rows = size = 0
+    for g in range(meta.num_row_groups):
+        size += meta.row_group(g).total_byte_size
+        rows += meta.row_group(g).num_rows
+        if size >= block_bytes or g == meta.num_row_groups - 1:
+            blocks.append(Block(file_no, start, g + 1, base))
+            start, base, rows, size = g + 1, base + rows, 0, 0
+    return blocks or [Block(file_no)]
+
+
+def _byte_range_lines(path: Path, start: int, stop: int) -> Iterator[bytes]:
+    """The lines of a plain file that begin in ``[start, stop)``: a line that begins before
+    ``start`` belongs to the block before, whichever block its end falls in."""
+    with open(path, "rb") as fh:
+        if start > 0:
+            fh.seek(start - 1)
+            fh.readline()  # the rest of the line the byte before ``start`` belongs to
+        pos = fh.tell()
+        while pos < stop:
+            raw = fh.readline()
+            if not raw:
+                return
+            pos += len(raw)
+            yield raw
+
+
+def _raw_lines(path: Path, block: Block | None = None) -> Iterator[bytes]:
+    if block is not None and block.stop is not None:
+        yield from _byte_range_lines(path, block.start, block.stop)
+        return
     name = path.name.lower()
     if name.endswith((".zst", ".zstd")):
         yield from _zstd_lines(path)
@@ -158,13 +230,15 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
         yield from fh
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """``(line, record, None)`` or ``(line, None, reason)`` for every line of a JSONL shard."""
+def _iter_jsonl(path: Path, block: Block | None = None) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line, record, None)`` or ``(line, None, reason)`` for every line of a JSONL shard
+    (or of a block of it, numbered from 1 inside the block)."""
     line_no = 0
+    first = block is None or block.start == 0
     try:
-        for line_no, raw in enumerate(_raw_lines(path), start=1):  # noqa: B007
+        for line_no, raw in enumerate(_raw_lines(path, block), start=1):  # noqa: B007
             raw = raw.rstrip(b"\r\n")
-            if line_no == 1 and raw.startswith(_BOM):
+            if line_no == 1 and first and raw.startswith(_BOM):
                 raw = raw[len(_BOM):]
             if not raw.strip():
                 yield line_no, None, "blank line"
@@ -189,7 +263,8 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         yield line_no + 1, None, reason.splitlines()[0][:300]
 
 
-def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+def _iter_parquet(path: Path, block: Block | None = None
+                  ) -> Iterator[tuple[int, Any, str | None]]:
     import pyarrow.parquet as pq
 
     try:
@@ -197,9 +272,11 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, str | None]]:
     except Exception as exc:
         yield 1, None, f"unreadable Parquet file: {exc.__class__.__name__}: {exc}"[:300]
         return
+    groups = None if block is None or block.stop is None else list(range(block.start,
+                                                                           block.stop))
     row = 0
     try:
-        for batch in pf.iter_batches(batch_size=4096):
+        for batch in pf.iter_batches(batch_size=4096, row_groups=groups):
             for record in batch.to_pylist():
                 row += 1
                 yield row, record, None
@@ -207,10 +284,11 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, str | None]]:
         yield row + 1, None, f"unreadable after this point: {exc.__class__.__name__}: {exc}"[:300]
 
 
-def _iter_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+def _iter_records(path: Path, block: Block | None = None
+                  ) -> Iterator[tuple[int, Any, str | None]]:
     if path.name.lower().endswith(PARQUET_SUFFIXES):
-        return _iter_parquet(path)
-    return _iter_jsonl(path)
+        return _iter_parquet(path, block)
+    return _iter_jsonl(path, block)
 
 
 def _text_of(record: dict[str, Any], text_key: str) -> tuple[str | None, str | None]:
@@ -251,23 +329,29 @@ class Candidate:
     """A record that passed the checks that need nothing but the record itself."""
 
     line: int
-    docid: str
+    docid: str | None  # None: the record has no id and gets "<file>:<line>" (see check_records)
     text: str
     label: str | None
     vector: np.ndarray | None
     vector_problem: str | None  # reported only if the record is not a duplicate first
 
 
-def check_records(path: Path, opts: ReadOptions
+def check_records(path: Path, opts: ReadOptions, block: Block | None = None
                   ) -> Iterator[tuple[int, Candidate | None, str | None]]:
-    """``(line, candidate, None)`` or ``(line, None, reason)`` for every record of one shard.
+    """``(line, candidate, None)`` or ``(line, None, reason)`` for every record of one shard,
+    or of one block of it.
 
     Every check here looks at one record only, so shards can be checked anywhere, in any
-    order (the Ray executor does one shard per task); what depends on the records before it
-    (duplicate ids, vector dimensions) is :class:`Admission`'s, in input order.
+    order (one task per shard or block); what depends on the records before it (duplicate
+    ids, vector dimensions) is :class:`Admission`'s, in input order. In a block whose
+    ``line_base`` is unknown, lines count from the block's first and an id-less record's
+    docid is left None, for the merge to name with its line in the shard.
     """
     source = str(path)
-    for line, record, problem in _iter_records(path):
+    base = 0 if block is None else block.line_base
+    for line, record, problem in _iter_records(path, block):
+        if base:
+            line += base
         if problem is not None:
             yield line, None, problem
             continue
@@ -279,7 +363,8 @@ def check_records(path: Path, opts: ReadOptions
             yield line, None, problem or "no text"
             continue
         raw_id = record.get(opts.id_key)
-        docid = f"{source}:{line}" if raw_id is None or raw_id == "" else str(raw_id)
+        docid = str(raw_id) if raw_id is not None and raw_id != "" else (
+            None if base is None else f"{source}:{line}")
         vec, vec_problem = None, None
         if opts.vector_key:
             vec = _vector_of(record.get(opts.vector_key))
