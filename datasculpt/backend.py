@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
@@ -49,14 +51,36 @@ def gpu_problem() -> str | None:
     except ImportError:  # pragma: no cover - torch is a core dependency
         return "torch is not installed"
     if not torch.cuda.is_available():
-        return "torch sees no CUDA device"
+        build = torch.version.cuda
+        return ("torch sees no CUDA device" if build else
+                f"torch {torch.__version__} is a CPU-only build")
     try:
         import cupy
 
         cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # ImportError, or a CUDA runtime error from a broken install
         return f"CuPy is not usable ({exc.__class__.__name__}: {exc})"
+    # Counting devices proves little: a CuPy without its CUDA toolkit (NVRTC, cuBLAS) or a
+    # torch built for a newer driver fails at its first kernel. Run one of each here.
+    h = np.arange(64, dtype=np.float32).reshape(8, 8)
+    try:
+        a = cupy.asarray(h)  # an elementwise kernel (compiled by NVRTC) and a cuBLAS matmul
+        if float(((a * 2 + 1) @ a.T).sum()) != float(((h * 2 + 1) @ h.T).sum()):
+            return "CuPy computes a wrong matmul"
+    except Exception as exc:
+        return f"CuPy cannot run a kernel ({exc.__class__.__name__}: {exc})"
+    try:
+        t = torch.ones(8, 8, device="cuda")
+        if float((t @ t).sum()) != 512.0:
+            return "torch computes a wrong matmul on the GPU"
+    except Exception as exc:
+        return f"torch cannot run a kernel on the GPU ({exc.__class__.__name__}: {exc})"
     return None
+
+
+def gpu_present() -> bool:
+    """An NVIDIA device node or driver tool is here, whatever torch and CuPy think."""
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
 
 
 def resolve_backend(name: str) -> Backend:
@@ -72,7 +96,11 @@ def resolve_backend(name: str) -> Backend:
         return Backend("gpu", cupy, "cuda")
     if name == "gpu":
         raise ConfigError(f"backend=gpu was requested but no usable GPU was found: {problem}")
-    log.info("backend=auto: using the CPU (%s)", problem)
+    if gpu_present():  # a GPU machine running on the CPU is a broken install, not a choice
+        log.warning("backend=auto: this machine has an NVIDIA GPU but it is not usable (%s); "
+                    "running on the CPU. See docs/INSTALL.md", problem)
+    else:
+        log.info("backend=auto: using the CPU (%s)", problem)
     return Backend("cpu", np, "cpu")
 
 
@@ -116,7 +144,15 @@ def scatter_add(target: Any, index: Any, values: Any) -> None:
 
     On the host, NumPy's ``add.at`` is ~10x slower than torch's ``index_add_`` over the same
     memory (zero-copy views), so contiguous float32/float64 targets borrow torch.
+
+    ``cupyx.scatter_add`` takes int32, uint32, uint64 and floats, and int64 only from CuPy
+    14.1: an int64 target is refused on every backend, so the CPU tests catch the call that
+    would crash on the GPU. On the GPU, float adds are atomics: their order, and so the last
+    bits of a float sum, vary from run to run.
     """
+    if target.dtype == np.int64:
+        raise TypeError("scatter_add into int64 fails on CuPy < 14.1: use an int32 target "
+                        "or bincount(index, minlength=...)")
     if is_gpu_array(target):
         import cupyx
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
+from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, LocalExecutor
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16  # rows per matmul / row-dot block: bounds temporaries to chunk x max(k, D)
 _SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
+_SPHERICAL_POLISH = 5  # spherical iterations after cuML's Euclidean k-means
 
 
 @dataclass
@@ -136,17 +138,23 @@ def _first_per_segment(seg: Any, key: Any) -> Any:
 # --------------------------------------------------------------------------- k-means ladder
 
 
-def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
-    """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
+def _torch_sample(x: Any, k: int, seed: int, device: str, max_points: int) -> Any:
+    """The seeded training sample (at most ``k x max_points`` rows) as a torch tensor on
+    ``device``; only the sample is copied when ``x`` lives elsewhere."""
     import torch
 
     t = torch.from_dlpack(x) if is_gpu_array(x) else torch.from_numpy(np.asarray(x))
-    t = t.to(device=device, dtype=torch.float32)
     n = t.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    perm = torch.randperm(n, generator=gen)
-    train = t[perm[: min(n, k * max_points)].to(t.device)]
-    cent = train[:k].clone()
+    perm = torch.randperm(n, generator=gen)[: min(n, k * max_points)]
+    return t[perm.to(t.device)].to(device=device, dtype=torch.float32)
+
+
+def spherical_lloyd(train: Any, cent: Any, niter: int) -> Any:
+    """Spherical Lloyd iterations (torch, any device): assign by largest inner product,
+    move each centroid to its members' normalised mean; a centroid left empty stays put."""
+    import torch
+
     for _ in range(niter):
         lab = torch.cat([torch.argmax(train[a:a + _CHUNK] @ cent.T, dim=1)
                          for a in range(0, train.shape[0], _CHUNK)])
@@ -156,9 +164,21 @@ def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points
     return cent
 
 
+def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
+    """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
+    train = _torch_sample(x, k, seed, device, max_points)
+    return spherical_lloyd(train, train[:k].clone(), niter)
+
+
 def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: int) -> Any:
     import faiss
 
+    if gpu and (not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1):
+        raise _RungMissing("this faiss build has no GPU support")
+
+    if is_gpu_array(x):
+        # FAISS trains from host memory: copy the training sample only, not all of x.
+        x = _torch_sample(x, k, seed, "cpu", max_points).numpy()
     xs = np.ascontiguousarray(to_numpy(x), dtype=np.float32)
     km = faiss.Kmeans(xs.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu,
                       max_points_per_centroid=max_points, min_points_per_centroid=1,
@@ -167,64 +187,99 @@ def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: 
     return km.centroids
 
 
-def _kmeans_cuml(x: Any, k: int, niter: int, seed: int) -> Any:
+def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int) -> Any:
+    """cuML k-means (k-means|| seeding, Euclidean Lloyd) on the same seeded sample as the
+    other rungs, then ``_SPHERICAL_POLISH`` spherical iterations from its centroids.
+
+    cuML has no spherical k-means: on unit vectors its Euclidean assignment favours centroids
+    of small norm (tight clusters), so its partition is not the one the FAISS and torch rungs
+    converge to. The polish makes the result a spherical k-means fixed point like theirs.
+    """
+    import torch
     from cuml.cluster import KMeans
 
+    train = _torch_sample(x, k, seed, "cuda", max_points)
     km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
-    km.fit(x)
-    return km.cluster_centers_
+    km.fit(train)  # cuML takes the torch CUDA tensor through __cuda_array_interface__
+    cent = torch.nn.functional.normalize(
+        torch.from_dlpack(km.cluster_centers_).to(train.dtype), dim=1)
+    return spherical_lloyd(train, cent, _SPHERICAL_POLISH)
 
 
 def kmeans(
-    x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int = 256
+    x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int = 256,
+    rung: str = "auto",
 ) -> tuple[Any, Any, str]:
     """Spherical k-means of the normalised rows of ``x``: ``(centroids, labels, impl)``.
 
     Centroids are normalised and live on the backend; labels are the exact nearest centroid.
     The ladder is cuML -> FAISS-GPU -> torch on the GPU and faiss-cpu -> torch on the CPU, each
-    step taken (and logged once) when the rung above is not installed.
+    step taken (and logged) when the rung above is not installed or fails to import;
+    ``rung`` names one rung and makes its absence an error.
     """
-    cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid)
+    cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
+                                       rung)
     return cent, assign_exact(x, cent) if labels is None else labels, impl
 
 
+GPU_RUNGS = ("cuml", "faiss-gpu", "torch")
+CPU_RUNGS = ("faiss-cpu", "torch")
+
+
+class _RungMissing(Exception):
+    """A library that imports but lacks what the rung needs (a CPU-only FAISS build)."""
+
+
+def _rung_unavailable(name: str, exc: BaseException, forced: bool) -> None:
+    """Not installed: the next rung, logged once. Installed but broken (an import error
+    inside it, a CUDA mismatch): a warning every time, with the error. Asked for by name
+    (``cluster.kmeans=...``): an error, never a quiet substitute."""
+    missing = isinstance(exc, _RungMissing) or (
+        isinstance(exc, ModuleNotFoundError)
+        and (exc.name or "").split(".")[0] in ("cuml", "faiss"))
+    why = f"{exc.__class__.__name__}: {exc}"
+    if forced:
+        state = "not available" if missing else "installed but failing"
+        raise ConfigError(f"cluster.kmeans={name}: {state} ({why})") from exc
+    if missing:
+        log_once(log, f"kmeans-{name}", "kmeans: %s is not available (%s); trying the next rung",
+                 name, why)
+    else:
+        log.warning("kmeans: %s is installed but failing (%s); trying the next rung", name, why)
+
+
 def _train_kmeans(
-    x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int
+    x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int,
+    rung: str = "auto",
 ) -> tuple[Any, Any, str]:
     """``kmeans`` without the final assignment: ``(centroids, labels or None, impl)``; labels
-    come only with the trivial ``k = 1`` and ``k = N``."""
+    come only with the trivial ``k = 1`` and ``k = N``. ``rung`` forces one rung."""
     xp = backend.xp
     n = int(x.shape[0])
     k = max(1, min(int(k), n))
     if k == 1 or k == n:
         cent = _normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
         return cent, xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64), "trivial"
+    ladder = GPU_RUNGS if backend.is_gpu else CPU_RUNGS
+    if rung != "auto" and rung not in ladder:
+        raise ConfigError(f"cluster.kmeans={rung} is not a rung of the {backend.name} backend "
+                          f"(choose auto, {', '.join(ladder)})")
+    train = {
+        "cuml": lambda: _kmeans_cuml(x, k, niter, seed, max_points_per_centroid),
+        "faiss-gpu": lambda: _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid),
+        "faiss-cpu": lambda: _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid),
+        "torch": lambda: _kmeans_torch(x, k, niter, seed, backend.torch_device,
+                                       max_points_per_centroid),
+    }
     cent, impl = None, ""
-    if backend.is_gpu:
+    for name in ladder if rung == "auto" else (rung,):
         try:
-            cent, impl = _kmeans_cuml(x, k, niter, seed), "cuml"
-        except ImportError:
-            log_once(log, "kmeans-cuml", "kmeans: cuML is not available; trying FAISS-GPU")
-        if cent is None:
-            try:
-                import faiss
-
-                if faiss.get_num_gpus() < 1:
-                    raise ImportError("faiss has no GPU support")
-                cent = _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid)
-                impl = "faiss-gpu"
-            except (ImportError, AttributeError):
-                log_once(log, "kmeans-faiss-gpu",
-                         "kmeans: FAISS-GPU is not available; using torch k-means on the GPU")
-    else:
-        try:
-            cent = _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid)
-            impl = "faiss-cpu"
-        except ImportError:
-            log_once(log, "kmeans-faiss", "kmeans: faiss is not installed; using torch k-means")
-    if cent is None:
-        cent = _kmeans_torch(x, k, niter, seed, backend.torch_device, max_points_per_centroid)
-        impl = f"torch-{backend.torch_device}"
+            cent = train[name]()
+        except (ImportError, _RungMissing) as exc:
+            _rung_unavailable(name, exc, forced=rung != "auto")
+            continue
+        impl = f"torch-{backend.torch_device}" if name == "torch" else name
+        break
     return _normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
 
 
@@ -469,7 +524,7 @@ def cluster(
     max_points = int(cfg.max_points_per_centroid)
 
     cent, labels, km_impl = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
-                                          max_points)
+                                          max_points, str(cfg.kmeans))
     t_kmeans = time.perf_counter() - t0
     passes = _Passes(x, w, backend, executor or LocalExecutor(), int(cfg.task_docs))
     st, _ = passes.state(int(cent.shape[0]), labels=labels,
@@ -479,7 +534,8 @@ def cluster(
     for _ in range(int(cfg.max_iter)):
         t_round = time.perf_counter()
         old = st.centroids
-        exact = st.k <= m
+        # On the GPU one blocked GEMM over all centroids beats a launch per cluster.
+        exact = st.k <= m or backend.is_gpu
         new, kept = passes.state(st.k, labels=st.labels, cent=old,
                                  nbr=None if exact else _candidates(old, m))
         # Clusters emptied by the assignment drop out: compare the survivors only.
@@ -511,7 +567,8 @@ def cluster(
     spread = to_numpy(st.spread)[order]
     stats = {
         "k": st.k, "k_initial": k0, "iterations": len(rounds), "final_shift": shift,
-        "converged": converged, "kmeans": km_impl, "kmeans_seconds": t_kmeans,
+        "converged": converged, "kmeans": km_impl, "xp": xp.__name__,
+        "kmeans_seconds": t_kmeans,
         "isodata_seconds": time.perf_counter() - t0 - t_kmeans,
         "seconds": time.perf_counter() - t0, "rounds": rounds,
         "assign": rounds[-1]["assign"] if rounds else "exact",

@@ -57,6 +57,9 @@ class ClusterConfig:
     k: int | None = None  # None: chosen from N and the token mass
     windows_per_cluster: float = 4.0  # target cluster size (in ctx_len windows) for automatic k
     kmeans_iter: int = 25
+    # k-means rung: auto (GPU: cuml -> faiss-gpu -> torch; CPU: faiss-cpu -> torch) or one of
+    # them by name, which makes its absence an error instead of a step down the ladder.
+    kmeans: str = "auto"
     max_iter: int = 10  # ISODATA refinement rounds
     epsilon: float = 1e-3  # stop when the mean centroid shift (1 - cos) falls below this
     # split a cluster whose mean (1 - cos) to its centroid exceeds this
@@ -213,6 +216,9 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,
            f"cluster.k must be >= 1, got {cfg.cluster.k}")
     _check(cfg.cluster.max_iter >= 0, "cluster.max_iter must be >= 0")
+    _check(cfg.cluster.kmeans in ("auto", "cuml", "faiss-gpu", "faiss-cpu", "torch"),
+           f"cluster.kmeans must be auto, cuml, faiss-gpu, faiss-cpu or torch, "
+           f"got {cfg.cluster.kmeans!r}")
     _check(cfg.tokenize_block_mb > 0,
            f"tokenize_block_mb must be > 0, got {cfg.tokenize_block_mb}")
     _check(cfg.cluster.task_docs >= 1,

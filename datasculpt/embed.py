@@ -65,12 +65,25 @@ def load_precomputed(path: str, n: int | None) -> np.ndarray:
     return arr
 
 
+def auto_cuda_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """bf16 where the GPU computes it natively (compute capability 8.0, Ampere, and later),
+    fp16 before. ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only
+    emulated (T4, V100), which runs several times slower than fp16 there."""
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
+
+
 def _torch_dtype(name: str, device: str) -> torch.dtype:
     if name == "auto":
         if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return auto_cuda_dtype(torch.cuda.get_device_capability(device))
         return torch.float32
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def model_dtype(model: Any) -> str:
+    """The dtype the encoder's weights really have (not the one asked for)."""
+    param = next(model.parameters(), None)
+    return str(param.dtype if param is not None else torch.float32).removeprefix("torch.")
 
 
 def load_model(model: str, device: str, dtype: torch.dtype, trust_remote_code: bool = False):
@@ -143,8 +156,10 @@ def _encode(
 ) -> torch.Tensor | None:
     """Pooled, normalised vectors of one padded batch; ``None`` on an out-of-memory error."""
     try:
-        t_ids = torch.from_numpy(arr).to(device, non_blocking=True)
-        t_mask = torch.from_numpy(mask).to(device, non_blocking=True)
+        # Plain copies: non_blocking from pageable (unpinned) memory is synchronous anyway,
+        # and the model call right after needs the ids.
+        t_ids = torch.from_numpy(arr).to(device)
+        t_mask = torch.from_numpy(mask).to(device)
         return _pool(model(input_ids=t_ids, attention_mask=t_mask)[0], t_mask, pooling)
     except Exception as exc:
         if retry and _is_oom(exc):
@@ -202,7 +217,7 @@ def embed_texts(
         "model": str(cfg.model), "dim": dim, "n": n, "seconds": seconds,
         "docs_per_s": n / seconds if seconds > 0 else None,
         "tokens_per_s": n_tokens / seconds if seconds > 0 else None,
-        "tokens": n_tokens, "device": device, "dtype": str(dtype).removeprefix("torch."),
+        "tokens": n_tokens, "device": device, "dtype": model_dtype(model),
         "max_length": max_length, "batch_size": batch, "pooling": str(cfg.pooling),
     }
     log.info("embed: %d docs in %.1fs (%.0f docs/s) on %s/%s", n, seconds,
@@ -225,6 +240,9 @@ class Encoder:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from datasculpt.backend import to_numpy
 
-        vec, _ = embed_texts(list(batch["text"]), self.cfg, self.backend, progress=False)
+        vec, stats = embed_texts(list(batch["text"]), self.cfg, self.backend, progress=False)
+        n = len(batch["row"])
+        # Where the encoder ran, per row (a batch column): the stage reports it as its rung.
         return {"row": np.asarray(batch["row"], dtype=np.int64),
-                "vec": to_numpy(vec).astype(np.float32, copy=False)}
+                "vec": to_numpy(vec).astype(np.float32, copy=False),
+                "rung": np.full(n, f"torch-{stats['device']}/{stats['dtype']}")}

@@ -18,8 +18,13 @@ from datasculpt.backend import Backend, is_gpu_array, to_numpy
 log = logging.getLogger(__name__)
 
 _LOGGED: set[str] = set()
-# Query rows per torch matmul: bounds the [chunk, N] similarity block (4 bytes x chunk x N).
+# Query rows per torch matmul: bounds the [chunk, N] similarity block (4 bytes x chunk x N):
+# 256 MiB on the host; on a GPU, a quarter of its free memory up to 4 GiB (at N = 1M a host
+# budget would mean 67-row matmuls, 15,000 launches).
 _TORCH_CHUNK_BYTES = 1 << 28
+_GPU_CHUNK_BYTES = 1 << 32
+# FAISS-GPU's k-selection handles at most 2048 neighbours per query (GPU_MAX_SELECTION_K).
+FAISS_GPU_MAX_K = 2048
 
 
 def log_once(logger: logging.Logger, key: str, msg: str, *args: Any) -> None:
@@ -47,11 +52,16 @@ def _faiss() -> Any | None:
     return faiss
 
 
-def knn_impl(backend: Backend) -> str:
-    """The rung that ``knn`` runs on this backend: faiss-gpu, torch-cuda, faiss-cpu or torch-cpu."""
+def knn_impl(backend: Backend, k: int = 1) -> str:
+    """The rung that ``knn`` runs on this backend for ``k`` neighbours: faiss-gpu, torch-cuda,
+    faiss-cpu or torch-cpu."""
     if backend.is_gpu:
         if _faiss_gpu() is not None:
-            return "faiss-gpu"
+            if k + 1 <= FAISS_GPU_MAX_K:
+                return "faiss-gpu"
+            log_once(log, "knn-gpu-k", "knn: FAISS-GPU selects at most %d neighbours; "
+                     "using torch matmul top-k on the GPU for k=%d", FAISS_GPU_MAX_K, k)
+            return "torch-cuda"
         log_once(log, "knn-gpu", "knn: FAISS-GPU is not available; using torch matmul top-k")
         return "torch-cuda"
     if _faiss() is not None:
@@ -61,6 +71,11 @@ def knn_impl(backend: Backend) -> str:
 
 
 _GPU_RES: list[Any] = []
+
+
+def release_faiss_gpu() -> None:
+    """Drop FAISS's GPU resources (their scratch memory) until the next GPU search."""
+    _GPU_RES.clear()
 
 
 def _search_faiss_gpu(x: Any, kk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,14 +110,22 @@ def search_torch(x: Any, kk: int, device: str) -> tuple[np.ndarray, np.ndarray]:
         t = torch.as_tensor(np.ascontiguousarray(to_numpy(x)))
     t = t.to(device=device, dtype=torch.float32)
     n = t.shape[0]
-    chunk = max(1, min(n, _TORCH_CHUNK_BYTES // (4 * max(n, 1))))
-    sims = np.empty((n, kk), dtype=np.float32)
-    idx = np.empty((n, kk), dtype=np.int64)
+    chunk = max(1, min(n, _chunk_bytes(t.device) // (4 * max(n, 1))))
+    # Results stay on the device until the end: one transfer, not two syncs per chunk.
+    sims = torch.empty((n, kk), dtype=torch.float32, device=t.device)
+    idx = torch.empty((n, kk), dtype=torch.int64, device=t.device)
     for a in range(0, n, chunk):
-        s, i = torch.topk(t[a:a + chunk] @ t.T, kk, dim=1)
-        sims[a:a + chunk] = s.cpu().numpy()
-        idx[a:a + chunk] = i.cpu().numpy()
-    return sims, idx
+        torch.topk(t[a:a + chunk] @ t.T, kk, dim=1, out=(sims[a:a + chunk], idx[a:a + chunk]))
+    return sims.cpu().numpy(), idx.cpu().numpy()
+
+
+def _chunk_bytes(device: Any) -> int:
+    if device.type != "cuda":
+        return _TORCH_CHUNK_BYTES
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(_TORCH_CHUNK_BYTES, min(_GPU_CHUNK_BYTES, free // 4))
 
 
 def drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +153,7 @@ def knn(x: Any, k: int, backend: Backend) -> tuple[np.ndarray, np.ndarray]:
     k = max(0, min(int(k), n - 1))
     if k == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    impl = knn_impl(backend)
+    impl = knn_impl(backend, k)
     if impl == "faiss-gpu":
         sims, idx = _search_faiss_gpu(x, k + 1)
     elif impl == "faiss-cpu":

@@ -33,3 +33,24 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def release_gpu_memory() -> None:
+    """Give the cached blocks of CuPy's pools, torch's caching allocator and FAISS's scratch
+    memory back between GPU stages: each keeps what it once used, and the three side by side
+    would hold the peak of every stage at once."""
+    import sys
+
+    if "cupy" in sys.modules:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+        cupy.get_default_pinned_memory_pool().free_all_blocks()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    from datasculpt import knn
+
+    knn.release_faiss_gpu()

@@ -41,10 +41,12 @@ from datasculpt.io.write import (
     write_sequences,
 )
 from datasculpt.manifest import Manifest, fingerprint, stable_hash
+from datasculpt.memory import release_gpu_memory
 from datasculpt.metrics import compute_metrics, random_reference
 from datasculpt.pack import SEMANTIC_METHODS, pack
 from datasculpt.progress import progress_bar
 from datasculpt.report import plot, write_report
+from datasculpt.rungs import stage_rungs
 from datasculpt.stages import Stage, execute
 from datasculpt.tokenize import load_tokenizer, make_units, separator
 from datasculpt.types import Packing
@@ -123,6 +125,7 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
             stats["source"] = f"input field {cfg.embed.vector_key!r}"
         else:
             rows = None
+            rungs: set[str] = set()
             blocks = document_blocks(sources, [str(p) for p in src.paths])
             bar = progress_bar(src.progress, total=n, desc="embed", unit="doc")
             for batch in executor.map_rows(
@@ -135,6 +138,7 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
                     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                      shape=(n, vec.shape[1]))
                 rows[batch["row"]] = vec
+                rungs.update(np.unique(batch["rung"]).tolist())
                 done += vec.shape[0]
                 bar.update(vec.shape[0])
                 fault_point("embed")
@@ -142,7 +146,8 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
             if done != n:
                 raise InputError(f"embed: {done} of {n} documents came back")
             stats = {"model": str(cfg.embed.model), "n": n,
-                     "workers": "ray actors" if executor.name == "ray" else backend.name}
+                     "workers": "ray actors" if executor.name == "ray" else backend.name,
+                     "rung": ", ".join(sorted(rungs))}
         dim = int(rows.shape[1])
         rows.flush()
         del rows
@@ -248,6 +253,8 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
                   lambda: _embed(cfg, src, corpus.sources, backend, executor, out))
     if need_embed:
         stages["embed"] = execute(embed, manifest)
+        if backend.is_gpu:
+            release_gpu_memory()
         embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         log.info("embed: %d x %d", *embeddings.shape)
 
@@ -267,6 +274,8 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
                           lambda: ["clusters.npy", "centroids.npy"], cluster_work)
     if need_cluster and embeddings is not None:
         stages["cluster"] = execute(cluster_stage, manifest)
+        if backend.is_gpu:
+            release_gpu_memory()
         clusters = np.load(out / "clusters.npy", allow_pickle=False)
         log.info("cluster: %d clusters", int(clusters.max()) + 1)
 
@@ -294,6 +303,8 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
                       lambda artifact=artifact: [artifact], pack_work)
         pack_keys[method] = stage.digest
         stages[stage.name] = execute(stage, manifest)
+        if backend.is_gpu:
+            release_gpu_memory()
         arr = np.load(out / artifact, allow_pickle=False)
         packing = Packing(seq=arr[:, 0], doc=arr[:, 1], start=arr[:, 2], end=arr[:, 3])
         packings[method] = packing
@@ -342,9 +353,12 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
     metrics = results[main]
     reference = (random_reference(units, cfg.ctx_len, cfg.seed, embeddings, clusters, labels)
                  if embeddings is not None or labels is not None else None)
+    rungs, rung_warnings = stage_rungs(stages, backend.name)
+    for warning in rung_warnings:
+        log.warning("%s", warning)
     report = {
         "run": {"method": main, "ctx_len": cfg.ctx_len, "seed": cfg.seed, "backend": backend.name,
-                "executor": executor.name,
+                "executor": executor.name, "rungs": rungs, "warnings": rung_warnings,
                 "append_eos": bool(eos), "separator_token": sep[1] if sep else None,
                 "label_key": label_key, "input": spec, "output_dir": str(out),
                 "n_documents": metrics["n_documents"], "total_tokens": metrics["total_tokens"],

@@ -69,10 +69,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if reference:
         lines += ["", *_against_random(methods, reference)]
-    lines += ["", "## Stages", "", "| stage | seconds | reused |", "|---|---|---|"]
+    rungs = run.get("rungs") or {}
+    lines += ["", "## Stages", "", "| stage | seconds | reused | ran on |", "|---|---|---|---|"]
     for name, st in report["stages"].items():
         seconds = _fmt(st.get("seconds"), "{:.2f}")
-        lines.append(f"| {name} | {seconds} | {st.get('reused', False)} |")
+        lines.append(f"| {name} | {seconds} | {st.get('reused', False)} | "
+                     f"{rungs.get(name, '')} |")
+    if run.get("warnings"):
+        lines += ["", "## Warnings", "", *[f"- {w}" for w in run["warnings"]]]
     if reading["malformed"]:
         lines += ["", "## Malformed records", "", "| file | line | reason |", "|---|---|---|"]
         for m in reading["malformed_records"][:50]:

@@ -23,6 +23,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     problem = gpu_problem()
     if problem is None:
         return
+    if os.environ.get("DATASCULPT_REQUIRE_GPU") == "1":
+        # The device check: a GPU machine whose GPU is unusable must fail, not skip everything.
+        gpu_items = [item for item in items if "gpu" in item.keywords]
+        if gpu_items:
+            raise pytest.UsageError(f"DATASCULPT_REQUIRE_GPU=1 but the GPU is not usable: "
+                                    f"{problem} ({len(gpu_items)} GPU tests)")
     skip = pytest.mark.skip(reason=f"needs a GPU: {problem}")
     for item in items:
         if "gpu" in item.keywords:

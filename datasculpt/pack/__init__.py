@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import Backend
+from datasculpt.backend import Backend, is_gpu_array
 from datasculpt.executors import Executor
 from datasculpt.types import Packing, Units
 
@@ -55,6 +55,12 @@ def pack(
     else:  # validated earlier; kept for direct API callers
         raise ValueError(f"unknown pack method {method!r}")
     seconds = time.perf_counter() - t0
+    if method == "datasculpt":  # the array kernel runs where the embeddings live
+        stats["rung"] = "cupy" if is_gpu_array(embeddings) else "numpy"
+    elif method == "iclm":
+        stats["rung"] = stats["knn"]
+    else:  # integer bookkeeping on the host, by design
+        stats["rung"] = "host"
     stats = {**stats, "method": method, "seconds": seconds,
              "units_per_s": len(units) / seconds if seconds > 0 else None}
     return packing, stats

@@ -76,6 +76,6 @@ def pack_iclm(
     rank[path] = np.arange(n_docs)
     order = np.lexsort((units.start, rank[units.doc]))
     packing = cut_stream(units, order, ctx_len)
-    stats = {"knn": knn_impl(backend), "knn_k": int(idx.shape[1]), "knn_seconds": t_knn,
-             "jumps": jumps, "path_similarity": step_sim}
+    stats = {"knn": knn_impl(backend, int(idx.shape[1])), "knn_k": int(idx.shape[1]),
+             "knn_seconds": t_knn, "jumps": jumps, "path_similarity": step_sim}
     return packing, stats
