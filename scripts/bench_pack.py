@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=("strict", "fill"), default="strict")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-trace", action="store_true", help="skip the tracemalloc pass")
+    ap.add_argument("--save", default=None,
+                    help="write the packing (seq, doc, start, end rows) to this .npy, to compare "
+                         "the GPU and CPU runs")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -174,6 +177,8 @@ def main() -> None:
         tracemalloc.stop()
         print(f"memory: tracemalloc peak of the pack stage {peak / 2**30:.3f} GiB")
 
+    if args.save:
+        np.save(args.save, np.stack([packing.seq, packing.doc, packing.start, packing.end], 1))
     m = compute_metrics(packing, doc_len, args.ctx_len, 1, emb, labels)
     print("metrics: " + ", ".join(
         f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}"
