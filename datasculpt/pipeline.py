@@ -95,6 +95,28 @@ def _load_documents(path: Path, label_key: str | None) -> tuple[Corpus, np.ndarr
     return corpus, np.asarray(table["n_tokens"], dtype=np.int64)
 
 
+# Measured on the dev corpus (docs/BENCHMARKS.md, "Static embeddings"): the packaged encoder
+# embeds 11.5 documents/s on 2 cores (max_length 256); embed=static 27x that (max_length 1024).
+_ENCODER_DOCS_PER_CORE_S = 5.75
+_STATIC_SPEEDUP = 27.0
+_SUGGEST_STATIC_S = 600.0
+
+
+def _suggest_static(n: int) -> None:
+    """Say what the encoder will cost on this CPU, and the faster option when it is long. The
+    choice stays the user's: static vectors group documents a little less well."""
+    cores = os.cpu_count() or 1
+    seconds = n / (_ENCODER_DOCS_PER_CORE_S * cores)
+    if seconds >= _SUGGEST_STATIC_S:
+        log.warning("embed: the encoder on %d CPU cores needs about %.0f min for %d documents; "
+                    "embed=static (a distilled lookup table) takes about %.1f min for them, "
+                    "with somewhat lower relevance (docs/BENCHMARKS.md)", cores, seconds / 60, n,
+                    seconds / _STATIC_SPEEDUP / 60)
+    else:
+        log.info("embed: the encoder on %d CPU cores needs about %.0f s for %d documents",
+                 cores, seconds, n)
+
+
 def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
            executor: Executor, out: Path) -> dict:
     """Write ``embeddings.npy`` (float32, L2-normalised) from the encoder or the given vectors.
@@ -126,13 +148,23 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
         else:
             rows = None
             rungs: set[str] = set()
+            model_kwargs = {"cfg": OmegaConf.to_container(cfg.embed, resolve=True),
+                            "backend": backend.name}
+            model: Any = embed_mod.Encoder
+            if cfg.embed.kind == "encoder" and not backend.is_gpu:
+                _suggest_static(n)
+            if cfg.embed.kind == "static":
+                from datasculpt.static import StaticEncoder, static_model_dir
+
+                model = StaticEncoder
+                model_kwargs["model_dir"] = str(static_model_dir(cfg.embed))
+                stats["static_dir"] = model_kwargs["model_dir"]
             blocks = document_blocks(sources, [str(p) for p in src.paths])
             bar = progress_bar(src.progress, total=n, desc="embed", unit="doc")
             for batch in executor.map_rows(
-                    document_texts, blocks, embed_mod.Encoder, batch_size=EMBED_CHUNK,
+                    document_texts, blocks, model, batch_size=EMBED_CHUNK,
                     gpu=backend.is_gpu, paths=src.paths, opts=src.opts, run_dir=str(out),
-                    model_kwargs={"cfg": OmegaConf.to_container(cfg.embed, resolve=True),
-                                  "backend": backend.name}):
+                    model_kwargs=model_kwargs):
                 vec = batch["vec"]
                 if rows is None:
                     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
@@ -145,7 +177,7 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
             bar.close()
             if done != n:
                 raise InputError(f"embed: {done} of {n} documents came back")
-            stats = {"model": str(cfg.embed.model), "n": n,
+            stats = {**stats, "model": str(cfg.embed.model), "kind": str(cfg.embed.kind), "n": n,
                      "workers": "ray actors" if executor.name == "ray" else backend.name,
                      "rung": ", ".join(sorted(rungs))}
         dim = int(rows.shape[1])

@@ -1,6 +1,7 @@
 """Embedding throughput of ``embed_texts`` against sentence-transformers on the same documents.
 
     python scripts/bench_embed.py --n 2000 [--backend cpu|gpu] [--batch-size 64]
+    python scripts/bench_embed.py --input devcorpus.jsonl --n 2000 --static --skip-reference
 
 Both use the packaged all-MiniLM-L6-v2, max_length 256 and the same batch size; both models are
 loaded and warmed up before timing. Prints docs/s and tokens/s of each and their ratio.
@@ -54,12 +55,19 @@ def main() -> None:
     ap.add_argument("--model", default="default", help="embed.model (a local copy on a device)")
     ap.add_argument("--cpu-check", type=int, default=0,
                     help="also embed this many docs on the CPU in fp32 and print the min cosine")
+    ap.add_argument("--input", default=None,
+                    help="a JSONL corpus (field 'content'): its first --n documents instead of "
+                         "synthetic paragraphs")
+    ap.add_argument("--static", action="store_true",
+                    help="also time embed=static (distilled once, cached) on the same texts")
+    ap.add_argument("--static-max-length", type=int, nargs="+", default=[2048],
+                    help="token limits to time embed=static at")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="dense bf16 peak for MFU (default: known for H100/H200/A100)")
     args = ap.parse_args()
 
     backend = resolve_backend(args.backend)
-    texts = paragraphs(args.n)
+    texts = paragraphs(args.n) if args.input is None else corpus_texts(args.input, args.n)
     cfg = EmbedConfig(batch_size=args.batch_size, max_length=256, model=args.model)
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
           f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
@@ -92,6 +100,8 @@ def main() -> None:
           f"{[round(s, 1) for s in ours_s]}, {args.n / best:.1f} docs/s, "
           f"{tokens / best:.0f} tokens/s ({stats['dtype']}, batch {stats['batch_size']})")
     _mfu(args, cfg, backend, tokens / best)
+    if args.static:
+        _static(args, texts, backend, args.n / best)
     if args.cpu_check:
         from datasculpt.backend import to_numpy
 
@@ -113,6 +123,45 @@ def main() -> None:
 
     cos = (to_numpy(emb) * ref).sum(axis=1)
     print(f"min cosine to the reference: {float(np.min(cos)):.6f}")
+
+
+def corpus_texts(path: str, n: int) -> list[str]:
+    import json
+
+    texts: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if len(texts) >= n:
+                break
+            texts.append(json.loads(line)["content"])
+    return texts
+
+
+def _static(args: argparse.Namespace, texts: list[str], backend, encoder_docs_s: float) -> None:
+    """embed=static on the same texts: distillation (or the cache) first, then the lookup
+    timed like the encoder (best of --repeats), and the ratio of the two."""
+    from omegaconf import OmegaConf
+
+    from datasculpt.static import StaticEncoder, static_model_dir
+
+    for max_length in args.static_max_length:
+        cfg = OmegaConf.structured(EmbedConfig(model=args.model, kind="static",
+                                               max_length=max_length))
+        t0 = time.perf_counter()
+        path = static_model_dir(cfg)
+        prep = time.perf_counter() - t0
+        enc = StaticEncoder(OmegaConf.to_container(cfg), backend.name, str(path))
+        best = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for a in range(0, len(texts), 8192):
+                enc({"row": np.arange(a, min(a + 8192, len(texts))), "text": texts[a:a + 8192]})
+            if backend.is_gpu:
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        print(f"static (max_length {max_length}, model {path.name}, ready in {prep:.1f}s): "
+              f"{len(texts)} docs, best {best:.2f}s, {len(texts) / best:.1f} docs/s; "
+              f"{len(texts) / best / encoder_docs_s:.1f}x the encoder", flush=True)
 
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}

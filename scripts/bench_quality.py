@@ -84,6 +84,17 @@ def original(work_dir: Path, ctx_len: int, label_key: str, cut: bool) -> dict:
                            np.asarray(docs[label_key]))
 
 
+def judged(work_dir: Path, method: str, ctx_len: int, label_key: str, emb_path: str) -> dict:
+    """The metrics of one packing of the run, relevance measured with other embeddings."""
+    docs = pq.read_table(work_dir / "documents.parquet").to_pydict()
+    arr = np.load(work_dir / f"pieces_{method}.npy", allow_pickle=False)
+    packing = Packing(seq=arr[:, 0], doc=arr[:, 1], start=arr[:, 2], end=arr[:, 3])
+    clusters = np.load(work_dir / "clusters.npy", allow_pickle=False)
+    emb = np.load(emb_path, mmap_mode="r", allow_pickle=False)
+    return compute_metrics(packing, np.asarray(docs["n_tokens"], dtype=np.int64), ctx_len, 1,
+                           np.asarray(emb), clusters, np.asarray(docs[label_key]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", default=str(DEFAULT_INPUT))
@@ -96,6 +107,10 @@ def main() -> None:
                     help="also run the authors' original Phase-2 loop (pure Python, slow)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra config overrides, e.g. pack.max_waste=0.01")
+    ap.add_argument("--judge-embeddings", default=None,
+                    help="an embeddings.npy (rows = the corpus's documents) that relevance is "
+                         "measured with instead of the run's own, e.g. the encoder's when "
+                         "the run used embed=static")
     args = ap.parse_args()
     if not Path(args.input).exists():
         sys.exit(f"input not found: {args.input} (make it with scripts/make_dev_corpus.py)")
@@ -120,6 +135,9 @@ def main() -> None:
                                     output_dir=args.work_dir)
             seconds = time.perf_counter() - t0
             methods = report["methods"]
+            if args.judge_embeddings:
+                methods = {name: judged(Path(args.work_dir), name, ctx, args.label_key,
+                                        args.judge_embeddings) for name in methods}
             label = {"window": "datasculpt window (default)",
                      "unit": "datasculpt unit (paper's greedy)"}.get(strategy, strategy)
             lines.append(f"| {ctx} | " + " | ".join(_row(label, methods["datasculpt"])) + " |")

@@ -1,0 +1,153 @@
+"""embed=static: distilled once with model2vec from a real (tiny, random-weight) encoder,
+cached and checked, embedded by an embedding-bag lookup equal to model2vec's own encode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import check_contract, write_jsonl
+
+pytest.importorskip("model2vec.distill", reason="embed=static needs the [static] extra")
+
+import datasculpt  # noqa: E402
+from datasculpt.config import EmbedConfig  # noqa: E402
+from datasculpt.errors import ConfigError  # noqa: E402
+from datasculpt.static import MARKER, StaticTable, cache_root, static_model_dir  # noqa: E402
+
+WORDS = {t: [f"{t}{i}" for i in range(12)] for t in ("astro", "cook", "law", "code")}
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT encoder with a 120-token WordPiece vocabulary trained here and random weights:
+    distilling it runs model2vec for real in a second instead of minutes for MiniLM."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny_encoder")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [" ".join(ws) for ws in WORDS.values()] * 20
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(root)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=128)).save_pretrained(root)
+    return root
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "xdg"
+
+
+def _cfg(model: Path, **kw) -> EmbedConfig:
+    return EmbedConfig(model=str(model), kind="static", pca_dims=16, max_length=512, **kw)
+
+
+def test_distilled_once_then_reused(tiny_encoder: Path, cache: Path, caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="datasculpt.static"):
+        first = static_model_dir(_cfg(tiny_encoder))
+    assert first.parent == cache_root() and str(cache) in str(first)
+    assert "distilling" in caplog.text
+    mtime = (first / MARKER).stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="datasculpt.static"):
+        again = static_model_dir(_cfg(tiny_encoder))
+    assert again == first and "distilling" not in caplog.text
+    assert (first / MARKER).stat().st_mtime_ns == mtime
+    # other distillation parameters are another entry
+    assert static_model_dir(EmbedConfig(model=str(tiny_encoder), kind="static",
+                                        pca_dims=8)) != first
+
+
+def test_a_damaged_cache_entry_is_distilled_again(tiny_encoder: Path, cache: Path) -> None:
+    path = static_model_dir(_cfg(tiny_encoder))
+    good = StaticTable(path, "cpu").table.numpy().copy()
+    listed = json.loads((path / MARKER).read_text())["files"]
+    weights = next(name for name in listed if name.endswith(".safetensors"))
+    data = bytearray((path / weights).read_bytes())
+    data[-8:] = b"\x00" * 8  # flipped bytes in the table
+    (path / weights).write_bytes(bytes(data))
+    rebuilt = static_model_dir(_cfg(tiny_encoder))
+    assert rebuilt == path
+    np.testing.assert_array_equal(StaticTable(rebuilt, "cpu").table.numpy(), good)
+    (path / MARKER).unlink()  # an entry cut short before its manifest: also rebuilt
+    assert (static_model_dir(_cfg(tiny_encoder)) / MARKER).exists()
+
+
+def test_lookup_equals_model2vec_encode(tiny_encoder: Path, cache: Path) -> None:
+    from model2vec import StaticModel
+
+    path = static_model_dir(_cfg(tiny_encoder))
+    texts = ["astro1 astro2 astro3", "cook4 " * 50, "zzz qqq", "law1 code2 law3 code4"]
+    ours = StaticTable(path, "cpu").embed(texts, 512).numpy()
+    ref = StaticModel.from_pretrained(str(path), force_download=False).encode(
+        texts, max_length=512, use_multiprocessing=False).astype(np.float32)
+    known = np.linalg.norm(ref, axis=1) > 0
+    assert not known.all()  # "zzz qqq" has no token in the vocabulary: a zero row
+    cos = (ours[known] * ref[known]).sum(axis=1) / np.linalg.norm(ref[known], axis=1)
+    assert cos.min() > 0.999  # model2vec averages in float16, the lookup in float32
+    assert np.allclose(np.linalg.norm(ours[known], axis=1), 1, atol=1e-5)
+    assert np.all(ours[~known] == 0)
+
+
+def test_a_missing_static_dir_or_hub_model_is_a_config_error(cache: Path) -> None:
+    with pytest.raises(ConfigError, match="not a Model2Vec model"):
+        static_model_dir(EmbedConfig(kind="static", static_dir=str(cache / "nope")))
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
+        static_model_dir(EmbedConfig(kind="static", model="no-such-org/no-such-model"))
+
+
+def test_static_run_and_its_resume_rules(tiny_encoder: Path, cache: Path,
+                                         tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    topics = list(WORDS)
+    recs = [{"docid": f"d{i}", "topic": topics[i % 4],
+             "content": " ".join(rng.choice(WORDS[topics[i % 4]], int(rng.integers(20, 400))))}
+            for i in range(120)]
+    write_jsonl(tmp_path / "in.jsonl", recs)
+    base = {"input": str(tmp_path / "in.jsonl"), "ctx_len": 1024, "label_key": "topic",
+            "tokenizer": str(tiny_encoder), "embed.model": str(tiny_encoder),
+            "report.plots": False, "report.progress": False, "backend.name": "cpu"}
+    static = {"embed.kind": "static", "embed.pca_dims": 16, "embed.max_length": 512}
+    out = str(tmp_path / "run")
+    report = datasculpt.run(datasculpt.default_config(**base, **static), output_dir=out)
+    assert report["stages"]["embed"]["rung"] == "static-cpu"
+    assert report["metrics"]["label_purity_multi"] > 0.9  # topics share no token
+    check_contract(Path(out), ctx_len=1024, append_eos=True)
+    again = datasculpt.run(datasculpt.default_config(**base, **static), output_dir=out)
+    assert all(again["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
+    encoder = datasculpt.run(datasculpt.default_config(**base), output_dir=out)
+    # embed=static -> encoder: embed and everything after it recomputed, tokenize reused
+    assert encoder["stages"]["tokenize"].get("reused")
+    assert not any(encoder["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
+    assert encoder["stages"]["embed"]["rung"].startswith("torch-cpu")
+
+
+def test_a_long_encoder_pass_on_the_cpu_names_the_static_option(caplog) -> None:
+    import logging
+
+    from datasculpt.pipeline import _suggest_static
+
+    with caplog.at_level(logging.INFO, logger="datasculpt"):
+        _suggest_static(100)
+    assert "embed=static" not in caplog.text and "needs about" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="datasculpt"):
+        _suggest_static(1_000_000)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "embed=static" in warned[0].getMessage()
