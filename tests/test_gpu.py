@@ -182,3 +182,26 @@ def test_end_to_end_run_on_the_gpu(tmp_path: Path) -> None:
     m = report["metrics"]
     assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
     check_contract(tmp_path / "run", ctx_len=4096, append_eos=True)
+
+
+def test_static_lookup_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
+    model2vec = pytest.importorskip("model2vec", reason="embed=static needs the [static] extra")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from datasculpt.static import StaticTable
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", *[f"w{i}" for i in range(500)]])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    rng = np.random.default_rng(0)
+    weights = rng.random(len(vocab)).astype(np.float32)
+    model = model2vec.StaticModel(rng.normal(size=(len(vocab), 64)).astype(np.float32), tok,
+                                  weights=weights, normalize=True)
+    model.save_pretrained(str(tmp_path / "m2v"))
+    texts = [" ".join(f"w{int(i)}" for i in rng.integers(0, 500, int(n)))
+             for n in rng.integers(1, 3000, 300)] + ["nothing known here"]
+    cpu = StaticTable(tmp_path / "m2v", "cpu").embed(texts, 1024).numpy()
+    dev = StaticTable(tmp_path / "m2v", "cuda").embed(texts, 1024)
+    assert dev.is_cuda
+    np.testing.assert_allclose(dev.cpu().numpy(), cpu, atol=1e-5)
+    assert np.all(cpu[-1] == 0)
