@@ -153,6 +153,9 @@ class StaticTable:
         from model2vec import StaticModel
 
         model = StaticModel.from_pretrained(str(path), force_download=False)
+        # The saved tokenizer truncates at the source model's 512 tokens; embed.max_length
+        # is the limit here (the ids are cut after tokenizing).
+        model.tokenizer.no_truncation()
         self.model = model
         self.device = device
         self.dim = int(model.dim)
