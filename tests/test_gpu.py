@@ -73,6 +73,10 @@ def test_embed_bf16_and_oom_halving(gpu, monkeypatch) -> None:
     fp32, _ = embed_mod.embed_texts(texts, EmbedConfig(batch_size=8, model=MODEL, dtype="fp32"),
                                     gpu, progress=False)
     assert float((cupy.asnumpy(fp32) * ref).sum(axis=1).min()) > 1 - 1e-4
+    fp16, stats16 = embed_mod.embed_texts(
+        texts, EmbedConfig(batch_size=8, model=MODEL, dtype="fp16"), gpu, progress=False)
+    assert stats16["dtype"] == "float16"  # the path auto takes on T4/V100
+    assert float((cupy.asnumpy(fp16) * ref).sum(axis=1).min()) > 0.99
 
     real = embed_mod._encode
     calls: list[int] = []
