@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+import yaml  # noqa: E402
 from bench_pack import original_greedy  # noqa: E402
 
 import datasculpt  # noqa: E402
@@ -129,7 +130,7 @@ def main() -> None:
                          "report.baselines": strategy == args.strategies[0]}
             for item in args.set:
                 key, _, value = item.partition("=")
-                overrides[key] = value
+                overrides[key] = yaml.safe_load(value)  # 512 -> int, null -> None
             t0 = time.perf_counter()
             report = datasculpt.run(datasculpt.default_config(**overrides),
                                     output_dir=args.work_dir)
