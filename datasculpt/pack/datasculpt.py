@@ -361,10 +361,11 @@ def _assign_block(
             accept = xp.zeros(n_p, dtype=bool)
             accept[order] = ok
 
-            n_acc = int(ok.sum())
+            acc = xp.flatnonzero(accept)  # one device->host sync (its size), then gathers
+            n_acc = int(acc.shape[0])
             if n_acc:
-                acc_units = p_unit[accept]
-                out["unit_win"][acc_units] = wbase_x[pi[accept]] + k[accept]
+                acc_units = p_unit[acc]
+                out["unit_win"][acc_units] = wbase_x[pi[acc]] + k[acc]
                 out["unit_rank"][acc_units] = xp.arange(out["rank"], out["rank"] + n_acc)
                 out["rank"] += n_acc
                 # Add accepted units in unit order, one occurrence rank at a time, so every
@@ -385,12 +386,13 @@ def _assign_block(
                 flat_used[win] = True
                 new_sums = flat_sums[win]
                 flat_norm[win] = xp.sqrt((new_sums * new_sums).sum(axis=1))
-                scatter_add(next_empty, pi[accept & to_empty], 1)
+                scatter_add(next_empty, pi[acc[to_empty[acc]]], 1)
             out["remainder"].append(p_unit[~feasible & p_valid])
             # Refused units try again against the updated capacities. Their similarities
             # stay those of the batch start: within a batch a unit does not see the
             # centroid updates of the units accepted before it (exact for B = 1).
-            keep = feasible & ~accept
+            # One sync for the six arrays (a boolean mask on the GPU syncs once per array).
+            keep = xp.flatnonzero(feasible & ~accept)
             pi, p_rel, p_len, p_row, p_unit, p_valid = (
                 pi[keep], p_rel[keep], p_len[keep], p_row[keep], p_unit[keep], p_valid[keep])
             r_rel, r_cap, r_len = p_rel, cap[pi], p_len[:, None]
