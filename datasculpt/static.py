@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from datasculpt.embed import _CHARS_PER_TOKEN  # texts are clipped as for the encoder
 from datasculpt.errors import ConfigError
+from datasculpt.manifest import stable_hash
 
 log = logging.getLogger(__name__)
 
 MARKER = "datasculpt-static.json"
-_CHARS_PER_TOKEN = 16  # a text is clipped to max_length x this many characters before tokenizing
 
 
 def cache_root() -> Path:
@@ -106,10 +107,8 @@ def static_model_dir(cfg: Any) -> Path:
     import model2vec
 
     src = source_dir(str(cfg.model))
-    key = hashlib.sha256(json.dumps({
-        "source": dir_digest(src), "pca_dims": cfg.pca_dims,
-        "model2vec": ".".join(model2vec.__version__.split(".")[:2]),
-    }, sort_keys=True).encode()).hexdigest()[:24]
+    key = stable_hash({"source": dir_digest(src), "pca_dims": cfg.pca_dims,
+                       "model2vec": ".".join(model2vec.__version__.split(".")[:2])})
     target = cache_root() / key
     if _valid(target):
         return target
