@@ -46,6 +46,10 @@ class EmbedConfig:
     kind: str = "encoder"
     static_dir: str | None = None  # static: a ready Model2Vec model instead of distilling
     pca_dims: int | None = 256  # static: dimensions the distillation keeps (None: all)
+    # static: how often a token occurs in a document weighs its vector by count (Model2Vec's
+    # plain mean), sqrt(count) or 1 + log(count). Sublinear weights stop repeated tokens
+    # (code punctuation, boilerplate) from swamping the mean: measured in docs/BENCHMARKS.md.
+    term_weight: str = "sqrt"
     pooling: str = "mean"  # mean | cls
     max_length: int = 256
     batch_size: int = 64
@@ -226,6 +230,8 @@ def validate(cfg: DictConfig) -> None:
            f"got {cfg.cluster.kmeans!r}")
     _check(cfg.embed.kind in ("encoder", "static"),
            f"embed.kind must be encoder or static, got {cfg.embed.kind!r}")
+    _check(cfg.embed.term_weight in ("count", "sqrt", "log"),
+           f"embed.term_weight must be count, sqrt or log, got {cfg.embed.term_weight!r}")
     _check(cfg.embed.pca_dims is None or cfg.embed.pca_dims >= 1,
            f"embed.pca_dims must be >= 1, got {cfg.embed.pca_dims}")
     _check(cfg.tokenize_block_mb > 0,

@@ -206,6 +206,18 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
             "docs_per_s": n / seconds if seconds > 0 else None}
 
 
+# Settings only embed=static reads: an encoder run's embeddings do not depend on them.
+_STATIC_ONLY = ("static_dir", "pca_dims", "term_weight")
+
+
+def _embed_key(embed: dict[str, Any]) -> dict[str, Any]:
+    """The embed node as the embed stage's key: a setting the chosen kind ignores cannot
+    make a run recompute its embeddings."""
+    if embed["kind"] == "static":
+        return embed
+    return {k: v for k, v in embed.items() if k not in _STATIC_ONLY}
+
+
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline into ``output_dir`` and return the report (also written to disk)."""
     validate(cfg)
@@ -298,7 +310,7 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
             on_device = backend.asarray(np.asarray(embeddings))
         return on_device
 
-    embed = Stage("embed", {"read": read_key, "embed": plain["embed"]},
+    embed = Stage("embed", {"read": read_key, "embed": _embed_key(plain["embed"])},
                   lambda: ["embeddings.npy"],
                   lambda: _embed(cfg, src, corpus.sources, backend, executor, out))
     if need_embed:

@@ -171,9 +171,11 @@ class StaticTable:
             _MODELS[key] = cls(path, device)
         return _MODELS[key]
 
-    def embed(self, texts: list[str], max_length: int) -> Any:
+    def embed(self, texts: list[str], max_length: int, term_weight: str = "count") -> Any:
         """Unit-norm ``len(texts) x dim`` float32 torch tensor on the device; a text with no
-        known token gets a zero row."""
+        known token gets a zero row. ``term_weight`` turns a token's count in its document
+        into its weight: ``count`` is Model2Vec's mean, ``sqrt`` and ``log`` (1 + log) damp
+        repeats."""
         import torch
 
         clipped = [t[: max_length * _CHARS_PER_TOKEN] for t in texts]
@@ -181,13 +183,36 @@ class StaticTable:
         lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = torch.as_tensor(np.fromiter((t for x in ids for t in x), dtype=np.int64,
                                            count=int(lens.sum())), device=self.device)
-        offsets = torch.as_tensor(np.concatenate(([0], np.cumsum(lens)[:-1])), device=self.device)
-        rows = flat if self.mapping is None else self.mapping[flat]
-        weights = None if self.weights is None else self.weights[flat]
+        doc = torch.repeat_interleave(torch.arange(len(ids), device=self.device),
+                                      torch.as_tensor(lens, device=self.device))
+        # One bag entry per (document, token) pair with its count; sorted keys keep each
+        # document's pairs together, so the bags' offsets are where each document starts.
+        vocab = int(self.table.shape[0] if self.mapping is None else self.mapping.shape[0])
+        keys, counts = torch.unique(doc * vocab + flat, sorted=True, return_counts=True)
+        tokens = keys % vocab
+        offsets = torch.searchsorted(keys // vocab, torch.arange(len(ids), device=self.device))
+        weights = _TERM_WEIGHTS[term_weight](counts.to(torch.float32))
+        if self.weights is not None:
+            weights = weights * self.weights[tokens]
+        rows = tokens if self.mapping is None else self.mapping[tokens]
         sums = torch.nn.functional.embedding_bag(rows, self.table, offsets, mode="sum",
                                                  per_sample_weights=weights)
-        counts = torch.as_tensor(lens, device=self.device, dtype=torch.float32).clamp(min=1)
-        return torch.nn.functional.normalize(sums / counts[:, None], dim=1)
+        return torch.nn.functional.normalize(sums, dim=1)
+
+
+def _log1p_count(counts: Any) -> Any:
+    import torch
+
+    return 1.0 + torch.log(counts)
+
+
+def _sqrt_count(counts: Any) -> Any:
+    import torch
+
+    return torch.sqrt(counts)
+
+
+_TERM_WEIGHTS = {"count": lambda counts: counts, "sqrt": _sqrt_count, "log": _log1p_count}
 
 
 class StaticEncoder:
@@ -198,11 +223,12 @@ class StaticEncoder:
         from datasculpt.backend import resolve_backend
 
         self.max_length = int(cfg["max_length"])
+        self.term_weight = str(cfg.get("term_weight", "count"))
         self.device = resolve_backend(backend).torch_device
         self.table = StaticTable.load(Path(model_dir), self.device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        vec = self.table.embed(list(batch["text"]), self.max_length)
+        vec = self.table.embed(list(batch["text"]), self.max_length, self.term_weight)
         n = len(batch["row"])
         return {"row": np.asarray(batch["row"], dtype=np.int64),
                 "vec": vec.cpu().numpy().astype(np.float32, copy=False),

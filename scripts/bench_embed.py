@@ -10,6 +10,7 @@ loaded and warmed up before timing. Prints docs/s and tokens/s of each and their
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import random
@@ -62,6 +63,9 @@ def main() -> None:
                     help="also time embed=static (distilled once, cached) on the same texts")
     ap.add_argument("--static-max-length", type=int, nargs="+", default=[2048],
                     help="token limits to time embed=static at")
+    ap.add_argument("--static-term-weight", nargs="+", default=["sqrt"],
+                    choices=["count", "sqrt", "log"],
+                    help="embed.term_weight values to time embed=static with")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="dense bf16 peak for MFU (default: known for H100/H200/A100)")
     args = ap.parse_args()
@@ -144,9 +148,10 @@ def _static(args: argparse.Namespace, texts: list[str], backend, encoder_docs_s:
 
     from datasculpt.static import StaticEncoder, static_model_dir
 
-    for max_length in args.static_max_length:
+    for max_length, term_weight in itertools.product(args.static_max_length,
+                                                     args.static_term_weight):
         cfg = OmegaConf.structured(EmbedConfig(model=args.model, kind="static",
-                                               max_length=max_length))
+                                               max_length=max_length, term_weight=term_weight))
         t0 = time.perf_counter()
         path = static_model_dir(cfg)
         prep = time.perf_counter() - t0
@@ -159,7 +164,8 @@ def _static(args: argparse.Namespace, texts: list[str], backend, encoder_docs_s:
             if backend.is_gpu:
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)
-        print(f"static (max_length {max_length}, model {path.name}, ready in {prep:.1f}s): "
+        print(f"static (max_length {max_length}, term_weight {term_weight}, model {path.name}, "
+              f"ready in {prep:.1f}s): "
               f"{len(texts)} docs, best {best:.2f}s, {len(texts) / best:.1f} docs/s; "
               f"{len(texts) / best / encoder_docs_s:.1f}x the encoder", flush=True)
 

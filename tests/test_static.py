@@ -13,7 +13,7 @@ from conftest import check_contract, write_jsonl
 pytest.importorskip("model2vec.distill", reason="embed=static needs the [static] extra")
 
 import datasculpt  # noqa: E402
-from datasculpt.config import EmbedConfig  # noqa: E402
+from datasculpt.config import EmbedConfig, validate  # noqa: E402
 from datasculpt.errors import ConfigError  # noqa: E402
 from datasculpt.static import MARKER, StaticTable, cache_root, static_model_dir  # noqa: E402
 
@@ -105,6 +105,32 @@ def test_lookup_equals_model2vec_encode(tiny_encoder: Path, cache: Path) -> None
     assert np.all(ours[~known] == 0)
 
 
+@pytest.mark.parametrize("term_weight", ["sqrt", "log"])
+def test_term_weights_damp_repeated_tokens(tiny_encoder: Path, cache: Path,
+                                           term_weight: str) -> None:
+    """Each document's vector is the normalised sum of its distinct tokens' rows, weighted by
+    sqrt(count) or 1 + log(count): recomputed here from the table token by token."""
+    from model2vec import StaticModel
+
+    path = static_model_dir(_cfg(tiny_encoder))
+    texts = ["astro1 " * 9 + "cook4 law3", "code2 code2 code2 code2 astro5", "zzz", "law1"]
+    ours = StaticTable(path, "cpu").embed(texts, 40, term_weight).numpy()
+    model = StaticModel.from_pretrained(str(path), force_download=False)
+    model.tokenizer.no_truncation()
+    table = np.asarray(model.embedding, np.float64)
+    damp = {"sqrt": np.sqrt, "log": lambda c: 1 + np.log(c)}[term_weight]
+    for text, row in zip(texts, ours, strict=True):
+        ids, counts = np.unique(np.asarray(model.tokenize([text])[0][:40], dtype=np.int64),
+                                return_counts=True)
+        want = (table[ids] * damp(counts)[:, None]).sum(axis=0)
+        norm = np.linalg.norm(want)
+        assert np.allclose(row, want / norm if norm > 0 else want, atol=1e-5), text
+    plain = StaticTable(path, "cpu").embed(texts[:1], 40, "count").numpy()
+    assert not np.allclose(plain, ours[:1], atol=1e-3)  # the repeats really weigh less
+    with pytest.raises(ConfigError, match="embed.term_weight must be"):
+        validate(datasculpt.default_config(**{"embed.term_weight": "tfidf"}))
+
+
 def test_a_missing_static_dir_or_hub_model_is_a_config_error(cache: Path) -> None:
     with pytest.raises(ConfigError, match="not a Model2Vec model"):
         static_model_dir(EmbedConfig(kind="static", static_dir=str(cache / "nope")))
@@ -136,6 +162,10 @@ def test_static_run_and_its_resume_rules(tiny_encoder: Path, cache: Path,
     assert encoder["stages"]["tokenize"].get("reused")
     assert not any(encoder["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
     assert encoder["stages"]["embed"]["rung"].startswith("torch-cpu")
+    # a static-only setting does not touch an encoder run's embeddings
+    same = datasculpt.run(datasculpt.default_config(**base, **{"embed.term_weight": "log"}),
+                          output_dir=out)
+    assert all(same["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
 
 
 def test_a_long_encoder_pass_on_the_cpu_names_the_static_option(caplog) -> None:
