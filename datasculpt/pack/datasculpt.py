@@ -247,6 +247,16 @@ def _segments(xp: Any, keys: Any) -> tuple[Any, Any]:
     return starts, xp.cumsum(starts) - 1
 
 
+def _rank_bounds(xp: Any, occ: Any, n: int, shown: int = 32) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each occurrence rank in ``occ`` sorted: one device->host copy of a
+    ``shown``-bin histogram, a second only when some window took ``shown`` units or more."""
+    hist = to_numpy(xp.bincount(xp.minimum(occ, shown - 1), minlength=shown))
+    if hist[-1] and n:
+        hist = to_numpy(xp.bincount(occ, minlength=n))
+    bounds = np.cumsum(hist[hist > 0]).tolist()
+    return list(zip([0, *bounds[:-1]], bounds, strict=True))
+
+
 def _assign_block(
     xp: Any,
     emb: Any,
@@ -368,26 +378,26 @@ def _assign_block(
                 out["unit_win"][acc_units] = wbase_x[pi[acc]] + k[acc]
                 out["unit_rank"][acc_units] = xp.arange(out["rank"], out["rank"] + n_acc)
                 out["rank"] += n_acc
-                # Add accepted units in unit order, one occurrence rank at a time, so every
-                # fancy-indexed update hits distinct windows (and B = 1 adds exactly as the
-                # sequential greedy does).
-                win, rows, l_ok = ft_s[ok], p_row[order[ok]], l_s[ok]
-                w_start, w_seg = _segments(xp, win)
-                occ = xp.arange(win.shape[0]) - xp.flatnonzero(w_start)[w_seg]
+                # The accepted units grouped by window, in unit order within a window: the
+                # order of ``order[ok]`` (a stable sort of a sorted index), without the
+                # boolean masks (each a device->host sync on CuPy).
+                by_win = acc[xp.argsort(ft[acc], kind="stable")]
+                win, rows, l_ok = ft[by_win], p_row[by_win], p_len[by_win]
+                # Add them one occurrence rank at a time, so every fancy-indexed update hits
+                # distinct windows (and B = 1 adds exactly as the sequential greedy does).
+                occ = xp.arange(n_acc) - xp.searchsorted(win, win, side="left")
                 by_occ = xp.argsort(occ, kind="stable")
-                bounds = to_numpy(xp.cumsum(xp.bincount(occ))).tolist()
-                for lo_r, hi_r in zip([0, *bounds[:-1]], bounds, strict=True):
+                for lo_r, hi_r in _rank_bounds(xp, occ, n_acc):
                     sel = by_occ[lo_r:hi_r]
                     flat_sums[win[sel]] += e_flat[rows[sel]]
-                win = win[w_start]
-                # The units are grouped by window, so each window's accepted tokens are one
-                # segment sum (float64, exact for integers: capacities stay whole numbers).
-                flat_cap[win] -= xp.bincount(w_seg, weights=l_ok).astype(ftype)
+                # Capacities are whole numbers below 2**24 (exact in float32 and float64), so
+                # the atomic adds give the same result in any order.
+                scatter_add(flat_cap, win, -l_ok)
                 flat_used[win] = True
                 new_sums = flat_sums[win]
                 flat_norm[win] = xp.sqrt((new_sums * new_sums).sum(axis=1))
-                scatter_add(next_empty, pi[acc[to_empty[acc]]], 1)
-            out["remainder"].append(p_unit[~feasible & p_valid])
+                scatter_add(next_empty, pi[acc], to_empty[acc].astype(xp.int32))
+            scatter_add(out["refused"], p_unit, (~feasible & p_valid).astype(xp.int32))
             # Refused units try again against the updated capacities. Their similarities
             # stay those of the batch start: within a batch a unit does not see the
             # centroid updates of the units accepted before it (exact for B = 1).
@@ -434,7 +444,7 @@ def _assign_clusters(
         "cap": xp.zeros(n_win, dtype=xp.int64),
         "sums": xp.zeros((n_win, emb.shape[1]), dtype=xp.float32),
         "used": xp.zeros(n_win, dtype=bool),
-        "remainder": [],
+        "refused": xp.zeros(n_units, dtype=xp.int32),  # > 0: fits no window of its cluster
         "rank": 0,
         "rounds": 0,
     }
@@ -449,8 +459,7 @@ def _assign_clusters(
         block_b = int(min(batch_size, max(1, int(cl_count[members].max()) // BATCH_SHARE)))
         _assign_block(xp, emb, d_doc, d_len, cl_first[members], cl_count[members],
                       n_open[members], win_start[members], ctx_len, cfg, block_b, out)
-    rem = out["remainder"]
-    out["remainder"] = np.sort(to_numpy(xp.concatenate(rem))) if rem else np.zeros(0, np.int64)
+    out["remainder"] = np.flatnonzero(to_numpy(out.pop("refused")))
     out["unit_win"], out["unit_rank"] = to_numpy(out["unit_win"]), to_numpy(out["unit_rank"])
     return out
 
