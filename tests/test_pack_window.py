@@ -90,19 +90,21 @@ def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_grou
     rows = np.concatenate(embs)
     members, g_first, g_count = window._groups(groups)
     k_win = np.maximum(1, np.add.reduceat(lens[members], g_first) // ctx_len)
-    win, step = window._solve(np, rows, lens, members, g_first, g_count, k_win, ctx_len,
-                              fit_bias)
-    for i, g in enumerate(groups):
-        ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
-                                              fit_bias)
-        got = win[g_first[i] : g_first[i] + g_count[i]]
-        assert got.tolist() == ref_win, f"group {i}"
-        # Placement order inside every window is the reference's.
-        s = step[g_first[i] : g_first[i] + g_count[i]]
-        for w in set(ref_win) - {-1}:
-            mine = np.flatnonzero(got == w)
-            assert mine[np.argsort(s[mine])].tolist() == sorted(
-                mine.tolist(), key=lambda u: ref_order[u])
+    # dense: the GPU's sync-free window opening, run here through NumPy.
+    for dense in (False, True):
+        win, step = window._solve(np, rows, lens, members, g_first, g_count, k_win, ctx_len,
+                                  fit_bias, dense=dense)
+        for i, g in enumerate(groups):
+            ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
+                                                  fit_bias)
+            got = win[g_first[i] : g_first[i] + g_count[i]]
+            assert got.tolist() == ref_win, f"group {i}, dense={dense}"
+            # Placement order inside every window is the reference's.
+            s = step[g_first[i] : g_first[i] + g_count[i]]
+            for w in set(ref_win) - {-1}:
+                mine = np.flatnonzero(got == w)
+                assert mine[np.argsort(s[mine])].tolist() == sorted(
+                    mine.tolist(), key=lambda u: ref_order[u])
 
 
 def test_window_never_overflows_and_takes_the_most_similar_unit():

@@ -98,7 +98,7 @@ class WindowSums:
 
 def _greedy_block(
     xp: Any, e: Any, lens: Any, n_real: np.ndarray, k_win: np.ndarray, ctx_len: int,
-    fit_bias: float,
+    fit_bias: float, dense: bool | None = None,
 ) -> tuple[Any, Any]:
     """The window-centric greedy for ``C`` groups side by side.
 
@@ -110,6 +110,11 @@ def _greedy_block(
 
     The score is ranked per window, so it is kept unnormalised: ``d = unit . sum`` plus
     ``fit_bias * |sum| * len / room`` orders units exactly as ``cos + fit_bias * len / room``.
+
+    ``dense`` (the default on a GPU) opens windows with masked writes over every group instead
+    of gathering the groups that open one: more arithmetic, but a step then never waits for
+    the device (a boolean mask or an ``any()`` is a device->host sync on CuPy). Both give the
+    same bits.
     """
     c, n = lens.shape
     f32 = xp.float32
@@ -133,25 +138,39 @@ def _greedy_block(
     scratch = xp.empty((c, n), dtype=f32)
     n_steps = int(horizon.max()) if c else 0
     active = np.searchsorted(-horizon, -np.arange(n_steps), side="left")  # horizon > t
+    if dense is None:
+        dense = xp is not np
     any_start = True
     for t in range(n_steps):
         a = int(active[t])
         av, dd, gg, ln, rm = avail_len[:a], d[:a], gram[:a], lens[:a], room[:a]
+        rows = xp.arange(a)
         # Open a window where none is open, one is still due and a unit is left: its seed is
         # the longest unplaced unit (the first available one: units are sorted by length).
         # Only a window that closed in the last step can make way for one.
-        sr = xp.flatnonzero((rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
-                            ) if any_start else ()
-        if len(sr):
-            seed = xp.argmax(av[sr] < inf, axis=1)
-            dd[sr] = gg[sr, seed]
-            nrm2[sr] = gg[sr, seed, seed]
-            rm[sr] = ctx_len - ln[sr, seed]
-            win[sr, seed] = opened[sr]
-            step[sr, seed] = t
-            av[sr, seed] = inf
-            opened[sr] += 1
-            left[sr] -= 1
+        if dense:
+            start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
+            seed = xp.argmax(av < inf, axis=1)
+            dd[...] = xp.where(start[:, None], gg[rows, seed], dd)
+            nrm2[:a] = xp.where(start, gg[rows, seed, seed], nrm2[:a])
+            rm[...] = xp.where(start, ctx_len - ln[rows, seed], rm)
+            win[rows, seed] = xp.where(start, opened[:a], win[rows, seed])
+            step[rows, seed] = xp.where(start, t, step[rows, seed])
+            av[rows, seed] = xp.where(start, inf, av[rows, seed])
+            opened[:a] += start
+            left[:a] -= start
+        elif any_start:
+            sr = xp.flatnonzero((rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0))
+            if len(sr):
+                seed = xp.argmax(av[sr] < inf, axis=1)
+                dd[sr] = gg[sr, seed]
+                nrm2[sr] = gg[sr, seed, seed]
+                rm[sr] = ctx_len - ln[sr, seed]
+                win[sr, seed] = opened[sr]
+                step[sr, seed] = t
+                av[sr, seed] = inf
+                opened[sr] += 1
+                left[sr] -= 1
         # Every open window takes its best unit among those that fit (none fits a closed
         # window: its room is -1).
         sc, gap = score[:a], scratch[:a]
@@ -168,21 +187,20 @@ def _greedy_block(
         gap *= f32(_UNFIT)
         sc += gap
         j = xp.argmax(sc, axis=1)
-        rows = xp.arange(a)
         ok = sc[rows, j] > f32(-_UNFIT / 2)
         # The open window's dot products and norm are updated for every group: a group whose
         # window just closed gets a meaningless update, overwritten when its next window opens.
         nrm2[:a] += 2 * dd[rows, j] + gg[rows, j, j]
         dd += gg[rows, j]
-        closed = ~ok
-        rm[closed] = -1  # nothing fits: the window is closed
-        g_ok, j_ok = rows[ok], j[ok]
-        rm[g_ok] -= ln[g_ok, j_ok]
-        win[g_ok, j_ok] = opened[g_ok] - 1
-        step[g_ok, j_ok] = t
-        av[g_ok, j_ok] = inf
-        left[g_ok] -= 1
-        any_start = bool(closed.any())
+        # Where nothing fits the window closes (room -1); elsewhere the unit goes in. Masked
+        # writes rather than boolean indexing: no device->host sync.
+        rm[...] = xp.where(ok, rm - ln[rows, j], f32(-1))
+        win[rows, j] = xp.where(ok, opened[:a] - 1, win[rows, j])
+        step[rows, j] = xp.where(ok, t, step[rows, j])
+        av[rows, j] = xp.where(ok, inf, av[rows, j])
+        left[:a] -= ok
+        if not dense:
+            any_start = not bool(ok.all())
     return win, step
 
 
@@ -207,6 +225,7 @@ def _blocks(sizes: np.ndarray, max_units: int = _BLOCK_UNITS,
 def _solve(
     xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
     g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
+    dense: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
     of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
@@ -225,7 +244,7 @@ def _solve(
         # Padding rows repeat the group's last unit: never available, never placed.
         e = rows[xp.asarray(members[idx])]
         ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
-        win, step = _greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias)
+        win, step = _greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias, dense)
         win, step = to_numpy(win), to_numpy(step)
         win_out[idx[real]] = win[real]
         step_out[idx[real]] = step[real]
