@@ -1,9 +1,10 @@
 """Static embeddings (``embed=static``): a Model2Vec model distilled from the run's encoder.
 
 Distillation (``model2vec.distill``) runs every vocabulary token through the encoder once and
-keeps one vector per token; a document's vector is then the mean of its tokens' vectors, a
-table lookup instead of a transformer pass. It runs the first time only: the result is cached
-under ``$XDG_CACHE_HOME/datasculpt/static/<key>`` (``~/.cache`` without XDG), keyed by the
+keeps one vector per token; a document's vector is then a weighted sum of its tokens'
+vectors (``embed.term_weight``), a table lookup instead of a transformer pass. It runs the
+first time only: the result is cached under ``$XDG_CACHE_HOME/datasculpt/static/<key>``
+(``~/.cache`` without XDG), keyed by the
 content of the source model's files, the distillation parameters and model2vec's version, and
 written atomically with a manifest of its files' SHA-256 that is checked on every load (a
 damaged entry is distilled again, never trusted). Two distillations of the same model give the
@@ -12,8 +13,11 @@ reproducibility. Nothing is downloaded: the source is a local directory, or a hu
 in the local Hugging Face cache.
 
 The lookup itself is ``torch.nn.functional.embedding_bag`` on the backend's device rather than
-``StaticModel.encode``: on a GPU it is one memory-bound kernel over the whole batch, and the
-mean is taken in float32 (``encode`` averages in the table's float16).
+``StaticModel.encode``: on a GPU it is one memory-bound kernel over the whole batch, the sum
+is taken in float32 (``encode`` averages in the table's float16), and a token's count in its
+document can be damped (``sqrt``, the default, or ``log``; ``count`` is ``encode``'s mean):
+Model2Vec's mean lets a token repeated a hundred times (an indent, a brace, a licence line)
+outweigh everything else in the document.
 """
 
 from __future__ import annotations
