@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datasculpt.errors import ConfigError
-from datasculpt.tokenize import count_tokens, load_tokenizer, make_units, separator
+from datasculpt.tokenize import count_tokens, load_tokenizer, make_units, plain_ids, separator
 
 
 def test_counts_match_the_tokenizer_without_special_tokens(tokenizer) -> None:
@@ -18,6 +18,21 @@ def test_counts_match_the_tokenizer_without_special_tokens(tokenizer) -> None:
     assert counts.tolist() == expected
     assert counts[1] > 512  # no truncation at the model's maximum length
     assert stats["tokens"] == sum(expected)
+
+
+def test_plain_ids_are_the_tokenizers_ids_uncut(tokenizer) -> None:
+    """The offset-free Rust path gives the ids of ``tokenizer(...)`` on messy text, never cut
+    at the 128 tokens MiniLM's tokenizer.json truncates at, and leaves the tokenizer as it was."""
+    texts = ["", "   ", "caf\u00e9 na\u00efve \u00c5ngstr\u00f6m \U0001f600",
+             "\u4e2d\u6587\u6587\u672c", "tab\there\r\nCRLF [SEP] [CLS] literal specials",
+             "x" * 3000,
+             "def f(x):\n    return {'k': [1, 2, 3]}\n" * 200]
+    before = tokenizer.backend_tokenizer.truncation
+    got = plain_ids(tokenizer)(texts)
+    want = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert got == want
+    assert len(got[-1]) > 2000  # whole, not the tokenizer.json's 128
+    assert tokenizer.backend_tokenizer.truncation == before
 
 
 def test_separator_and_missing_tokenizer(tokenizer) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from datasculpt.io.write import write_npy
 from datasculpt.memory import release_free_memory
+from datasculpt.tokenize import plain_ids
 
 TOKENS = "tokens.bin"
 OFFSETS = "offsets.npy"
@@ -35,7 +36,8 @@ class TokenWriter:
     def __init__(self, fh: BinaryIO, tok: Any, batch_size: int, bar: Any = None) -> None:
         if len(tok) > _MAX_ID:
             raise ValueError(f"a vocabulary of {len(tok)} ids does not fit the int32 token store")
-        self.fh, self.tok, self.batch_size, self.bar = fh, tok, batch_size, bar
+        self.fh, self.batch_size, self.bar = fh, batch_size, bar
+        self.encode = plain_ids(tok)
         self.counts: list[int] = []
         self.batch: list[str] = []
 
@@ -47,8 +49,7 @@ class TokenWriter:
     def flush(self) -> None:
         if not self.batch:
             return
-        ids = self.tok(self.batch, add_special_tokens=False, return_attention_mask=False,
-                       return_token_type_ids=False)["input_ids"]
+        ids = self.encode(self.batch)
         lens = [len(x) for x in ids]
         flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=sum(lens))
         self.fh.write(flat.tobytes())
