@@ -204,8 +204,9 @@ def test_static_lookup_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
     model.save_pretrained(str(tmp_path / "m2v"))
     texts = [" ".join(f"w{int(i)}" for i in rng.integers(0, 500, int(n)))
              for n in rng.integers(1, 3000, 300)] + ["nothing known here"]
-    cpu = StaticTable(tmp_path / "m2v", "cpu").embed(texts, 1024).numpy()
-    dev = StaticTable(tmp_path / "m2v", "cuda").embed(texts, 1024)
-    assert dev.is_cuda
-    np.testing.assert_allclose(dev.cpu().numpy(), cpu, atol=1e-5)
-    assert np.all(cpu[-1] == 0)
+    for term_weight in ("count", "sqrt", "log"):  # torch.unique on the device for the last two
+        cpu = StaticTable(tmp_path / "m2v", "cpu").embed(texts, 1024, term_weight).numpy()
+        dev = StaticTable(tmp_path / "m2v", "cuda").embed(texts, 1024, term_weight)
+        assert dev.is_cuda
+        np.testing.assert_allclose(dev.cpu().numpy(), cpu, atol=1e-5)
+        assert np.all(cpu[-1] == 0)
