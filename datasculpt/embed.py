@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,19 +113,27 @@ def _clip(text: str, n_chars: int) -> str:
     return text[: cut if cut > 0 else n_chars]
 
 
-def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    """Truncated input ids (special tokens included) of ``texts``, computed on clipped texts."""
-    n_chars = max_length * _CHARS_PER_TOKEN
-    clipped = [_clip(t, n_chars) for t in texts]
-    kw = {"truncation": True, "max_length": max_length, "return_attention_mask": False,
-          "return_token_type_ids": False}
-    ids = tok(clipped, **kw)["input_ids"]
+def clipped_ids(encode: Callable[[list[str]], list[list[int]]], texts: list[str],
+                max_length: int, chars_per_token: int = _CHARS_PER_TOKEN) -> list[list[int]]:
+    """The first ``max_length`` ids ``encode`` gives each text, computed on texts clipped at a
+    whitespace after ``chars_per_token * max_length`` characters: a long document costs the
+    tokenizer its first pages, not all of it. A clip that falls short of ``max_length`` ids is
+    encoded again in full, so the ids are always the full text's."""
+    clipped = [_clip(t, max_length * chars_per_token) for t in texts]
+    ids = [x[:max_length] for x in encode(clipped)]
     redo = [i for i, (t, c, x) in enumerate(zip(texts, clipped, ids, strict=True))
             if len(c) < len(t) and len(x) < max_length]
-    if redo:  # the clip did not saturate max_length: only the full text gives the exact ids
-        for i, x in zip(redo, tok([texts[i] for i in redo], **kw)["input_ids"], strict=True):
-            ids[i] = x
+    if redo:
+        for i, x in zip(redo, encode([texts[i] for i in redo]), strict=True):
+            ids[i] = x[:max_length]
     return ids
+
+
+def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    """Truncated input ids (special tokens included) of ``texts``, computed on clipped texts."""
+    kw = {"truncation": True, "max_length": max_length, "return_attention_mask": False,
+          "return_token_type_ids": False}
+    return clipped_ids(lambda batch: tok(batch, **kw)["input_ids"], texts, max_length)
 
 
 def _pad(ids: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

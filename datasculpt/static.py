@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.embed import _CHARS_PER_TOKEN  # texts are clipped as for the encoder
+from datasculpt.embed import clipped_ids
 from datasculpt.errors import ConfigError
 from datasculpt.manifest import stable_hash
 
@@ -146,6 +146,11 @@ def _distill(src: Path, target: Path, pca_dims: int | None) -> Path:
 
 
 _MODELS: dict[tuple[str, str], Any] = {}
+# Texts are tokenized from a clip of this many characters per token of max_length (exact:
+# embed.clipped_ids re-tokenizes a clip that falls short). Half the encoder's margin: on the
+# dev corpus no clip of 8 fell short, and tokenizing is nearly all of the lookup's time
+# (docs/BENCHMARKS.md).
+_CHARS_PER_TOKEN = 8
 
 
 class StaticTable:
@@ -182,8 +187,7 @@ class StaticTable:
         repeats."""
         import torch
 
-        clipped = [t[: max_length * _CHARS_PER_TOKEN] for t in texts]
-        ids = [x[:max_length] for x in self.model.tokenize(clipped)]
+        ids = clipped_ids(self.model.tokenize, texts, max_length, _CHARS_PER_TOKEN)
         lens = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = torch.as_tensor(np.fromiter((t for x in ids for t in x), dtype=np.int64,
                                            count=int(lens.sum())), device=self.device)

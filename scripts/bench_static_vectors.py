@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from datasculpt.config import EmbedConfig  # noqa: E402
-from datasculpt.embed import _CHARS_PER_TOKEN  # noqa: E402
+from datasculpt.embed import clipped_ids  # noqa: E402
 from datasculpt.static import static_model_dir  # noqa: E402
 
 WEIGHTS = {"count": lambda c: c, "binary": np.ones_like, "log": lambda c: 1 + np.log(c),
@@ -73,8 +73,8 @@ def main() -> None:
     model.tokenizer.no_truncation()
     table = np.asarray(model.embedding, dtype=np.float32)
     longest = max(args.max_length)
-    ids = [np.asarray(x, dtype=np.int64) for x in model.tokenize(
-        [str(r[args.text_key])[: longest * _CHARS_PER_TOKEN] for r in records])]
+    ids = [np.asarray(x, dtype=np.int64) for x in clipped_ids(
+        model.tokenize, [str(r[args.text_key]) for r in records], longest)]
     print(f"{len(records)} documents, {len(set(labels.tolist()))} labels, table "
           f"{table.shape[0]} x {table.shape[1]}, {args.k} nearest neighbours")
     if args.encoder_embeddings:
