@@ -92,15 +92,6 @@ def assign_exact(x: Any, c: Any) -> Any:
     return out
 
 
-def _assign_candidates(x: Any, c: Any, labels: Any, m: int) -> Any:
-    """Nearest centroid among the ``m`` centroids nearest to each document's current one.
-
-    Documents are grouped by current label (one sort) and each group meets its ``m`` candidate
-    centroids in one matmul: a loop over clusters, never over documents.
-    """
-    return _assign_among(x, c, labels, _candidates(c, m))
-
-
 def _candidates(c: Any, m: int) -> Any:
     """``k x m``: each centroid's ``m`` nearest centroids, itself first."""
     xp = xp_of(c)
@@ -111,7 +102,12 @@ def _candidates(c: Any, m: int) -> Any:
 
 
 def _assign_among(x: Any, c: Any, labels: Any, nbr: Any) -> Any:
-    """Nearest centroid among ``nbr[labels[i]]`` for every row ``i``."""
+    """Nearest centroid among ``nbr[labels[i]]`` for every row ``i`` (``nbr`` from
+    ``_candidates``: the centroids nearest each document's current one).
+
+    Documents are grouped by current label (one sort) and each group meets its candidate
+    centroids in one matmul: a loop over clusters, never over documents.
+    """
     xp = xp_of(x)
     k = c.shape[0]
     order = xp.argsort(labels, kind="stable")

@@ -4,13 +4,12 @@ Distillation (``model2vec.distill``) runs every vocabulary token through the enc
 keeps one vector per token; a document's vector is then a weighted sum of its tokens'
 vectors (``embed.term_weight``), a table lookup instead of a transformer pass. It runs the
 first time only: the result is cached under ``$XDG_CACHE_HOME/datasculpt/static/<key>``
-(``~/.cache`` without XDG), keyed by the
-content of the source model's files, the distillation parameters and model2vec's version, and
-written atomically with a manifest of its files' SHA-256 that is checked on every load (a
-damaged entry is distilled again, never trusted). Two distillations of the same model give the
-same vectors (checked: the tables are bit-identical), so the cache saves time, not
-reproducibility. Nothing is downloaded: the source is a local directory, or a hub name already
-in the local Hugging Face cache.
+(``~/.cache`` without XDG), keyed by the content of the source model's files, the
+distillation parameters and model2vec's version, and written atomically with a manifest of
+its files' SHA-256 that is checked on every load (a damaged entry is distilled again, never
+trusted). Two distillations of the same model give the same vectors (checked: the tables are
+bit-identical), so the cache saves time, not reproducibility. Nothing is downloaded: the
+source is a local directory, or a hub name already in the local Hugging Face cache.
 
 The lookup itself is ``torch.nn.functional.embedding_bag`` on the backend's device rather than
 ``StaticModel.encode``: on a GPU it is one memory-bound kernel over the whole batch, the sum
@@ -208,19 +207,8 @@ class StaticTable:
         return torch.nn.functional.normalize(sums, dim=1)
 
 
-def _log1p_count(counts: Any) -> Any:
-    import torch
-
-    return 1.0 + torch.log(counts)
-
-
-def _sqrt_count(counts: Any) -> Any:
-    import torch
-
-    return torch.sqrt(counts)
-
-
-_TERM_WEIGHTS = {"count": lambda counts: counts, "sqrt": _sqrt_count, "log": _log1p_count}
+# A token's weight from its count in the document (a float tensor).
+_TERM_WEIGHTS = {"count": lambda c: c, "sqrt": lambda c: c.sqrt(), "log": lambda c: 1 + c.log()}
 
 
 class StaticEncoder:
@@ -231,7 +219,7 @@ class StaticEncoder:
         from datasculpt.backend import resolve_backend
 
         self.max_length = int(cfg["max_length"])
-        self.term_weight = str(cfg.get("term_weight", "count"))
+        self.term_weight = str(cfg["term_weight"])
         self.device = resolve_backend(backend).torch_device
         self.table = StaticTable.load(Path(model_dir), self.device)
 

@@ -15,7 +15,8 @@ import pytest
 import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
 from datasculpt.cluster import (
-    _assign_candidates,
+    _assign_among,
+    _candidates,
     _kmeans_torch,
     _merge,
     _Passes,
@@ -137,7 +138,7 @@ def test_candidate_assignment_equals_exact_near_a_partition() -> None:
     start = labels.copy()
     flip = rng.random(start.size) < 0.05  # some documents start at a wrong cluster
     start[flip] = rng.integers(0, 20, int(flip.sum()))
-    np.testing.assert_array_equal(_assign_candidates(x, cent, start, 20), labels)
+    np.testing.assert_array_equal(_assign_among(x, cent, start, _candidates(cent, 20)), labels)
 
 
 def test_near_identical_centroids_are_merged() -> None:

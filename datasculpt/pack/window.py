@@ -148,29 +148,24 @@ def _greedy_block(
         # Open a window where none is open, one is still due and a unit is left: its seed is
         # the longest unplaced unit (the first available one: units are sorted by length).
         # Only a window that closed in the last step can make way for one.
+        # ``go`` marks the rows of ``sr`` that open one: all of them on the host (the rows
+        # were picked by a mask), the ``start`` mask itself when every row is written (dense).
+        start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
         if dense:
-            start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
-            seed = xp.argmax(av < inf, axis=1)
-            dd[...] = xp.where(start[:, None], gg[rows, seed], dd)
-            nrm2[:a] = xp.where(start, gg[rows, seed, seed], nrm2[:a])
-            rm[...] = xp.where(start, ctx_len - ln[rows, seed], rm)
-            win[rows, seed] = xp.where(start, opened[:a], win[rows, seed])
-            step[rows, seed] = xp.where(start, t, step[rows, seed])
-            av[rows, seed] = xp.where(start, inf, av[rows, seed])
-            opened[:a] += start
-            left[:a] -= start
-        elif any_start:
-            sr = xp.flatnonzero((rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0))
-            if len(sr):
-                seed = xp.argmax(av[sr] < inf, axis=1)
-                dd[sr] = gg[sr, seed]
-                nrm2[sr] = gg[sr, seed, seed]
-                rm[sr] = ctx_len - ln[sr, seed]
-                win[sr, seed] = opened[sr]
-                step[sr, seed] = t
-                av[sr, seed] = inf
-                opened[sr] += 1
-                left[sr] -= 1
+            sr, go = rows, start
+        else:
+            sr = xp.flatnonzero(start) if any_start else rows[:0]
+            go = xp.ones(sr.shape[0], dtype=bool)
+        if sr.shape[0]:
+            seed = xp.argmax(av[sr] < inf, axis=1)
+            dd[sr] = xp.where(go[:, None], gg[sr, seed], dd[sr])
+            nrm2[sr] = xp.where(go, gg[sr, seed, seed], nrm2[sr])
+            rm[sr] = xp.where(go, ctx_len - ln[sr, seed], rm[sr])
+            win[sr, seed] = xp.where(go, opened[sr], win[sr, seed])
+            step[sr, seed] = xp.where(go, t, step[sr, seed])
+            av[sr, seed] = xp.where(go, inf, av[sr, seed])
+            opened[sr] += go
+            left[sr] -= go
         # Every open window takes its best unit among those that fit (none fits a closed
         # window: its room is -1).
         sc, gap = score[:a], scratch[:a]
