@@ -101,6 +101,9 @@ class PackConfig:
     max_waste: float = 0.005
     remainder_group: int = 1024
     fit_bias: float = 0.1
+    # window strategy: weight of a unit's highest cosine to the window's members, subtracted
+    # from its score (maximal marginal relevance: variety within the window's topic).
+    diversity: float = 0.0
     # Units per task: consecutive clusters are packed in batches of about this many units,
     # each one gather of their embeddings (192 MiB at D = 384) and one executor task.
     task_units: int = 131072
@@ -223,6 +226,7 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= cfg.pack.max_waste <= 1.0,
            f"pack.max_waste must be in [0, 1], got {cfg.pack.max_waste}")
     _check(cfg.pack.fit_bias >= 0.0, f"pack.fit_bias must be >= 0, got {cfg.pack.fit_bias}")
+    _check(cfg.pack.diversity >= 0.0, f"pack.diversity must be >= 0, got {cfg.pack.diversity}")
     _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
     _check(cfg.backend.name in ("auto", "gpu", "cpu"),
            f"backend must be auto, gpu or cpu, got {cfg.backend.name!r}")

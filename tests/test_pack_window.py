@@ -31,12 +31,12 @@ def window_cfg(**kw) -> PackConfig:
 
 
 def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
-                     fit_bias: float) -> tuple[list[int], list[int]]:
+                     fit_bias: float, diversity: float = 0.0) -> tuple[list[int], list[int]]:
     """One group, straight from the definition: ``k`` windows one after the other, each
     seeded with the longest unplaced unit (the first, units are sorted) and then taking the
     fitting unit of highest ``cos + fit_bias * len / room`` (kept as ``unit . sum + fit_bias *
-    |sum| * len / room``, in float32 like the kernel) until none fits; ties to the lowest
-    index. Returns each unit's window (-1: not placed) and its position in the window."""
+    |sum| * len / room``, in float32 like the kernel), less ``diversity * |sum|`` times the
+    unit's highest dot product with a member, until none fits; ties to the lowest index. Returns each unit's window (-1: not placed) and its position in the window."""
     f32 = np.float32
     n = lens.shape[0]
     gram = (emb @ emb.T).astype(f32)  # integer embeddings: exact
@@ -48,16 +48,20 @@ def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
         s = free[0]
         win[s], order[s] = w, 0
         d = gram[s].copy()
+        near = gram[s].copy()
         nrm2 = f32(gram[s, s])
         room = f32(ctx_len - lens[s])
         taken = 1
         while True:
             best, best_score = -1, -math.inf
             coef = f32(fit_bias) * np.sqrt(nrm2) / max(room, f32(1.0))
+            coef_div = f32(diversity) * np.sqrt(nrm2)
             for u in range(n):
                 if win[u] >= 0 or lens[u] > room:
                     continue
                 score = f32(lens[u]) * coef + d[u] if fit_bias else d[u]
+                if diversity:
+                    score = f32(score - coef_div * near[u])
                 if score > best_score:
                     best, best_score = u, score
             if best < 0:
@@ -66,14 +70,16 @@ def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
             taken += 1
             nrm2 = f32(nrm2 + (f32(2) * d[best] + gram[best, best]))
             d = d + gram[best]
+            near = np.maximum(near, gram[best])
             room = f32(room - lens[best])
     return win, order
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), ctx_len=st.integers(8, 80),
-       fit_bias=st.sampled_from([0.0, 0.1, 0.5, 5.0]), n_groups=st.integers(1, 12))
-def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_groups):
+       fit_bias=st.sampled_from([0.0, 0.1, 0.5, 5.0]), n_groups=st.integers(1, 12),
+       diversity=st.sampled_from([0.0, 0.0, 0.3, 1.0]))
+def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_groups, diversity):
     rng = np.random.default_rng(seed)
     groups, lens_all, embs = [], [], []
     for _ in range(n_groups):
@@ -93,10 +99,10 @@ def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_grou
     # dense: the GPU's sync-free window opening, run here through NumPy.
     for dense in (False, True):
         win, step = window._solve(np, rows, lens, members, g_first, g_count, k_win, ctx_len,
-                                  fit_bias, dense=dense)
+                                  fit_bias, dense=dense, diversity=diversity)
         for i, g in enumerate(groups):
             ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
-                                                  fit_bias)
+                                                  fit_bias, diversity)
             got = win[g_first[i] : g_first[i] + g_count[i]]
             assert got.tolist() == ref_win, f"group {i}, dense={dense}"
             # Placement order inside every window is the reference's.

@@ -10,7 +10,8 @@ left of it, the one with the highest
     cos(unit, window centroid) + fit_bias * len(unit) / remaining
 
 (the small length term prefers, among equally similar units, the one that closes more of the
-gap), until no unit fits. Phases:
+gap; ``diversity`` optionally subtracts the unit's highest cosine to a member of the window),
+until no unit fits. Phases:
 
 1. **Groups.** A group is a cluster; a cluster of more than ``max_group`` units is split by a
    short spherical k-means into parts of about ``3/4 max_group`` units (a group's cost is its
@@ -98,7 +99,7 @@ class WindowSums:
 
 def _greedy_block(
     xp: Any, e: Any, lens: Any, n_real: np.ndarray, k_win: np.ndarray, ctx_len: int,
-    fit_bias: float, dense: bool | None = None,
+    fit_bias: float, dense: bool | None = None, diversity: float = 0.0,
 ) -> tuple[Any, Any]:
     """The window-centric greedy for ``C`` groups side by side.
 
@@ -110,6 +111,10 @@ def _greedy_block(
 
     The score is ranked per window, so it is kept unnormalised: ``d = unit . sum`` plus
     ``fit_bias * |sum| * len / room`` orders units exactly as ``cos + fit_bias * len / room``.
+
+    ``diversity`` subtracts ``diversity * |sum| * m`` where ``m`` is the unit's highest cosine
+    to a unit already in the window (maximal marginal relevance): among units equally close
+    to the window, the one that repeats none of its members.
 
     ``dense`` (the default on a GPU) opens windows with masked writes over every group instead
     of gathering the groups that open one: more arithmetic, but a step then never waits for
@@ -133,6 +138,8 @@ def _greedy_block(
     win = xp.full((c, n), -1, dtype=xp.int64)
     step = xp.full((c, n), -1, dtype=xp.int64)
     score = xp.empty((c, n), dtype=f32)
+    # max cosine of every unit to the open window's members (diversity only)
+    near = xp.zeros((c, n), dtype=f32) if diversity else None
     # Each step places a unit or closes a window, so a group is done after n + k steps.
     horizon = n_real + k_win
     scratch = xp.empty((c, n), dtype=f32)
@@ -160,6 +167,8 @@ def _greedy_block(
             seed = xp.argmax(av[sr] < inf, axis=1)
             dd[sr] = xp.where(go[:, None], gg[sr, seed], dd[sr])
             nrm2[sr] = xp.where(go, gg[sr, seed, seed], nrm2[sr])
+            if near is not None:
+                near[sr] = xp.where(go[:, None], gg[sr, seed], near[sr])
             rm[sr] = xp.where(go, ctx_len - ln[sr, seed], rm[sr])
             win[sr, seed] = xp.where(go, opened[sr], win[sr, seed])
             step[sr, seed] = xp.where(go, t, step[sr, seed])
@@ -175,6 +184,8 @@ def _greedy_block(
             sc += dd
         else:
             sc[...] = dd
+        if near is not None:
+            sc -= (f32(diversity) * xp.sqrt(nrm2[:a]))[:, None] * near[:a]
         # Units that do not fit (gap < 0, a whole number of tokens, so <= -1; -inf when
         # placed) drop below every unit that does: scores stay far above -_UNFIT.
         xp.subtract(rm[:, None], av, out=gap)
@@ -187,6 +198,8 @@ def _greedy_block(
         # window just closed gets a meaningless update, overwritten when its next window opens.
         nrm2[:a] += 2 * dd[rows, j] + gg[rows, j, j]
         dd += gg[rows, j]
+        if near is not None:
+            xp.maximum(near[:a], gg[rows, j], out=near[:a])
         # Where nothing fits the window closes (room -1); elsewhere the unit goes in. Masked
         # writes rather than boolean indexing: no device->host sync.
         rm[...] = xp.where(ok, rm - ln[rows, j], f32(-1))
@@ -220,7 +233,7 @@ def _blocks(sizes: np.ndarray, max_units: int = _BLOCK_UNITS,
 def _solve(
     xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
     g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
-    dense: bool | None = None,
+    dense: bool | None = None, diversity: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
     of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
@@ -239,7 +252,7 @@ def _solve(
         # Padding rows repeat the group's last unit: never available, never placed.
         e = rows[xp.asarray(members[idx])]
         ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
-        win, step = _greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias, dense)
+        win, step = _greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias, dense, diversity)
         win, step = to_numpy(win), to_numpy(step)
         win_out[idx[real]] = win[real]
         step_out[idx[real]] = step[real]
@@ -365,7 +378,7 @@ def _pack_batch(
         if not members.size:
             continue
         w_local, s_local = _solve(xp, rows, lens, members, g_first, g_count, k_win, ctx_len,
-                                  fit_bias)
+                                  fit_bias, diversity=float(cfg.diversity))
         base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
         w_new = np.where(w_local >= 0, w_local + base, -1)
         if level == 1:  # a part that could not fill a window leaves it to its cluster's pool
@@ -395,7 +408,7 @@ def _pack_batch_task(batch: np.ndarray, *, emb: Any, on_gpu: bool, s_doc: np.nda
 
 
 def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
-                  ctx_len: int, fit_bias: float, on_gpu: bool
+                  ctx_len: int, fit_bias: float, on_gpu: bool, diversity: float = 0.0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One run of remainder chunks (an executor task): the chunks' units, their windows
     (numbered from 0 over the run) and steps, and the run's window count."""
@@ -405,7 +418,7 @@ def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
     k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
     rows = emb[xp.asarray(s_doc[members])]
     w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
-                              g_first, g_count, k_win, ctx_len, fit_bias)
+                              g_first, g_count, k_win, ctx_len, fit_bias, diversity=diversity)
     base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
     return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
 
@@ -413,7 +426,7 @@ def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
 def _remainder_pass(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
     unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
-    fit_bias: float, executor: Executor,
+    fit_bias: float, executor: Executor, diversity: float = 0.0,
 ) -> tuple[int, int]:
     """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
     consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
@@ -432,7 +445,7 @@ def _remainder_pass(
     runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
     solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
                           **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
-                          ctx_len=ctx_len, fit_bias=fit_bias)
+                          ctx_len=ctx_len, fit_bias=fit_bias, diversity=diversity)
     for members, w_run, s_local, n_run in solved:
         placed = w_run >= 0
         unit_win[members[placed]] = n_win + w_run[placed]
@@ -546,7 +559,8 @@ def assign_windows(
     n_chunks = 0
     for size in sizes:
         n_win, n = _remainder_pass(xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win,
-                                   rank, ctx_len, float(cfg.fit_bias), executor)
+                                   rank, ctx_len, float(cfg.fit_bias), executor,
+                                   float(cfg.diversity))
         n_chunks += n
         rem = rem[unit_win[rem] < 0]  # still in path order
     placed = unit_win >= 0
