@@ -40,6 +40,7 @@ import datasculpt  # noqa: E402
 from datasculpt.io.read import ReadOptions, resolve_inputs  # noqa: E402
 from datasculpt.judge.gain import (  # noqa: E402
     GainSettings,
+    eligible_sequences,
     judge_packings,
     sample_sequences,
     summarize,
@@ -160,21 +161,19 @@ def main() -> None:
         have = {name: cached(cache_dir / f"{key}.jsonl") for name, _, _, key in rows}
         missing = {name: np.asarray(sorted(set(want[name].tolist()) - set(have[name])),
                                     dtype=np.int64) for name in want}
-        todo = {name: p for name, p, _, _ in rows if missing[name].size}
-        if todo:
+        for name, packing, _, key in rows:  # one packing at a time: each is saved when done
+            if not missing[name].size:
+                continue
             lm = lm or load_judge(args.model, args.device, args.dtype)
             t0 = time.perf_counter()
             judged = judge_packings(
-                todo, lm, doc_len, True,
+                {name: packing}, lm, doc_len, True,
                 lambda r, src=docs["source"]: document_texts_of(r, src, paths, opts, work), tok,
                 settings, args.seed, progress=True, chosen=missing)
-            print(f"ctx {ctx}: judged " + ", ".join(f"{n} ({missing[n].size})" for n in todo)
-                  + f" in {time.perf_counter() - t0:.0f} s", flush=True)
-            for name, _, _, key in rows:
-                if name in todo:
-                    with open(cache_dir / f"{key}.jsonl", "a") as fh:
-                        fh.writelines(json.dumps(r) + "\n" for r in judged.records
-                                      if r["method"] == name)
+            with open(cache_dir / f"{key}.jsonl", "a") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in judged.records)
+            print(f"ctx {ctx}: judged {name} ({missing[name].size} sequences) in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
         emb = np.load(work / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         print(f"\nctx {ctx}\n")
         print("| packer | context gain | without near-dups | per scored token | near-dup share "
@@ -185,8 +184,7 @@ def main() -> None:
             mine = set(want[name].tolist())
             records = [r for r in cached(cache_dir / f"{key}.jsonl").values()
                        if r["seq_id"] in mine]
-            eligible = int((np.bincount(packing.seq) >= 2).sum())
-            s = summarize(records, eligible)
+            s = summarize(records, eligible_sequences(packing))
             rel = relevance_per_sequence(packing, emb)[[r["seq_id"] for r in records]]
             gain = np.asarray([r["saved"] / r["tokens"] for r in records])
             ok = np.isfinite(rel)

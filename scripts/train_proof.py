@@ -60,7 +60,12 @@ from datasculpt.data import SAMPLE_LABEL_KEY, SAMPLE_PATH  # noqa: E402
 from datasculpt.io.read import ReadOptions, ReadStats, iter_documents, resolve_inputs  # noqa: E402
 from datasculpt.io.token_store import TokenStore  # noqa: E402
 from datasculpt.io.write import write_json, write_jsonl  # noqa: E402
-from datasculpt.judge.gain import GainSettings, judge_packings, summarize  # noqa: E402
+from datasculpt.judge.gain import (  # noqa: E402
+    GainSettings,
+    eligible_sequences,
+    judge_packings,
+    summarize,
+)
 from datasculpt.judge.lm import JudgeLM  # noqa: E402
 from datasculpt.judge.texts import document_texts_of  # noqa: E402
 from datasculpt.tokenize import load_tokenizer, plain_ids, separator  # noqa: E402
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
                 {"heldout": held_pack}, judge, doc_len, True,
                 lambda r, src=docs["source"]: document_texts_of(r, src, paths, opts, held),
                 tok, settings, seed=0)
-            gain = summarize(judged.records, int((np.bincount(held_pack.seq) >= 2).sum()))
+            gain = summarize(judged.records, eligible_sequences(held_pack))
             long_loss, long_all = long_document_loss(model, long_docs, preset.ctx, device)
             row = {"arm": arm, "seed": seed, **stats,
                    "context_gain": gain["context_gain"],

@@ -24,8 +24,10 @@ from datasculpt.judge.gain import (
     GainSettings,
     _ratio,
     build_window,
+    eligible_sequences,
     sample_sequences,
     score_windows,
+    sequence_pieces,
     summarize,
 )
 from datasculpt.judge.near_dup import near_duplicates
@@ -91,12 +93,21 @@ def test_window_layout_separators_and_token_cap(judge_lm: Any, sample_docs: dict
     assert a2 == b1  # the second does not: no separator after it
     assert w.ids[-1] == judge_lm.separator and len(w.ids) == b2 + 1
     assert not w.capped and w.dropped == 0
-    cap = len(ids[0]) + 1 + 5
+    # Over the cap every piece keeps the same share of its tokens, its beginning.
+    cap = (len(w.ids) + 1) // 2
     cut = build_window(7, [(0, 0, 5), (1, 0, 9), (2, 0, 4)], texts, [True, False, True],
                        judge_lm, GainSettings(max_tokens=cap))
-    assert len(cut.ids) == cap and cut.spans[1] == (a1, a1 + 5)
-    assert cut.capped and cut.dropped == 1 and len(cut.pieces) == 2
-    assert list(cut.ids) == list(w.ids[:cap])
+    assert cut.capped and cut.dropped == 0 and len(cut.ids) <= cap
+    body = sum(len(x) for x in ids)
+    for (a, b), full in zip(cut.spans, ids, strict=True):
+        assert b - a == len(full) * (cap - 2) // body
+        assert list(cut.ids[a:b]) == full[: b - a]
+    assert [cut.ids[b] for a, b in cut.spans] == [judge_lm.separator, cut.ids[cut.spans[2][0]],
+                                                  judge_lm.separator]
+    # A cap that leaves a piece nothing drops it with its separator.
+    tiny = build_window(7, [(0, 0, 5), (1, 0, 9)], [texts[0], "x"], [True, True],
+                        judge_lm, GainSettings(max_tokens=60))
+    assert tiny.dropped == 1 and len(tiny.spans) == 1 and len(tiny.ids) <= 60
 
 
 def test_special_token_text_in_a_document_is_scored_as_text(judge_lm: Any) -> None:
@@ -160,6 +171,21 @@ def test_sample_is_seeded_per_method_and_only_multi_piece() -> None:
     assert not np.array_equal(a, sample_sequences(packing, 20, 1, "datasculpt"))
     assert a.size == 20 and np.all(a % 3 != 0) and np.all(np.diff(a) > 0)
     assert sample_sequences(packing, 10_000, 0, "x").size == 133
+
+
+def test_consecutive_spans_of_one_document_are_one_piece() -> None:
+    """A cutting packer's window holding the end of one unit of a document and the start of
+    the next holds one stretch of text: scoring the second against the first would count the
+    document's own continuation as context the packing chose."""
+    packing = Packing.from_lists([
+        [(4, 0, 100), (4, 100, 300), (7, 0, 50)],  # one stretch of doc 4, then doc 7
+        [(4, 300, 400), (5, 0, 10), (4, 400, 420)],  # doc 4 twice, but not contiguous
+        [(9, 0, 30), (9, 30, 60)],  # a single stretch: nothing to score
+    ])
+    assert sequence_pieces(packing, np.arange(3)) == [
+        [(4, 0, 300), (7, 0, 50)], [(4, 300, 400), (5, 0, 10), (4, 400, 420)], [(9, 0, 60)]]
+    assert eligible_sequences(packing) == 2
+    assert sample_sequences(packing, 10, 0, "x").tolist() == [0, 1]
 
 
 # -- finding the model -----------------------------------------------------------------------
@@ -244,13 +270,13 @@ def test_cli_bad_judge_model_exits_2_before_any_work(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_run_with_the_judge_reports_context_gain_and_reuses_it(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ("ctx_len=1024", "judge=enabled", "judge.sequences=6", "judge.max_tokens=512",
+    args = ("ctx_len=1024", "judge=enabled", "judge.sequences=6", "judge.max_tokens=640",
             "report.baselines=true", f"output_dir={out}")
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     gain = report["context_gain"]
-    assert gain["judge"]["model"] == "smollm2" and gain["judge"]["max_tokens"] == 512
+    assert gain["judge"]["model"] == "smollm2" and gain["judge"]["max_tokens"] == 640
     for name in ("datasculpt", "concat", "bfd", "iclm", "random"):
         entry = gain[name]
         assert entry["sequences"] == 6
@@ -262,7 +288,7 @@ def test_run_with_the_judge_reports_context_gain_and_reuses_it(tmp_path: Path) -
                (out / "context_gain.jsonl").read_text().splitlines()]
     assert sorted({r["method"] for r in records}) == ["bfd", "concat", "datasculpt", "iclm",
                                                       "random"]
-    assert all(r["tokens"] <= 512 and r["scored_pieces"] >= 1 for r in records)
+    assert all(r["tokens"] <= 640 and r["scored_pieces"] >= 1 for r in records)
     # On the sample's topics the method's windows help the model more than random ones.
     assert gain["datasculpt"]["context_gain"] > gain["random"]["context_gain"]
     md = (out / "report.md").read_text()

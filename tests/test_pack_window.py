@@ -36,7 +36,8 @@ def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
     seeded with the longest unplaced unit (the first, units are sorted) and then taking the
     fitting unit of highest ``cos + fit_bias * len / room`` (kept as ``unit . sum + fit_bias *
     |sum| * len / room``, in float32 like the kernel), less ``diversity * |sum|`` times the
-    unit's highest dot product with a member, until none fits; ties to the lowest index. Returns each unit's window (-1: not placed) and its position in the window."""
+    unit's highest dot product with a member, until none fits; ties to the lowest index.
+    Returns each unit's window (-1: not placed) and its position in the window."""
     f32 = np.float32
     n = lens.shape[0]
     gram = (emb @ emb.T).astype(f32)  # integer embeddings: exact

@@ -57,74 +57,105 @@ class Window:
     ids: np.ndarray
     spans: list[tuple[int, int]]
     near_dup: list[bool]
-    dropped: int = 0  # pieces past the token cap
+    dropped: int = 0  # pieces the token cap left no token of
     capped: bool = False
 
 
 @dataclass
 class GainSettings:
     sequences: int = 64
-    max_tokens: int = 2048
+    max_tokens: int = 4096
     batch_tokens: int = 8192
     ngram: int = 8
     near_dup_threshold: float = 0.5
+
+
+def _eligible(packing: Packing) -> np.ndarray:
+    """Sequences of two or more pieces once consecutive spans of one document are joined
+    (``sequence_pieces``): the ones with something to score."""
+    joined = np.zeros(packing.seq.shape[0], dtype=bool)
+    joined[1:] = ((packing.seq[1:] == packing.seq[:-1]) & (packing.doc[1:] == packing.doc[:-1])
+                  & (packing.start[1:] == packing.end[:-1]))
+    counts = np.bincount(packing.seq[~joined], minlength=packing.n_sequences)
+    return np.flatnonzero(counts >= 2)
 
 
 def sample_sequences(packing: Packing, n: int, seed: int, name: str) -> np.ndarray:
     """Up to ``n`` sequence ids with two or more pieces, sorted: the first ``n`` of a
     permutation seeded per method name, so a method's sample does not depend on which other
     methods are judged beside it, and a larger sample contains the smaller one."""
-    counts = np.bincount(packing.seq, minlength=packing.n_sequences)
-    eligible = np.flatnonzero(counts >= 2)
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    return np.sort(rng.permutation(eligible)[:n])
+    return np.sort(rng.permutation(_eligible(packing))[:n])
 
 
 def eligible_sequences(packing: Packing) -> int:
-    return int((np.bincount(packing.seq, minlength=packing.n_sequences) >= 2).sum())
+    return int(_eligible(packing).shape[0])
 
 
 def sequence_pieces(packing: Packing, seq_ids: np.ndarray) -> list[list[Piece]]:
-    """The pieces of each sequence in ``seq_ids``, in window order."""
+    """The pieces of each sequence in ``seq_ids``, in window order, consecutive spans of one
+    document joined into one piece.
+
+    Packers that cut (``concat``, ``iclm``) place a long document's ``ctx_len`` units one
+    after the other, so a window often holds the end of one unit and the start of the next:
+    one stretch of one document, which the training row holds as continuous text. Scored as
+    two pieces, the second would "gain" from its own document's preceding text, which is no
+    context the packing chose (and a third of those packers' pieces are such joins)."""
     heads = np.searchsorted(packing.seq, seq_ids, side="left")
     tails = np.searchsorted(packing.seq, seq_ids, side="right")
-    return [[(int(packing.doc[i]), int(packing.start[i]), int(packing.end[i]))
-             for i in range(lo, hi)] for lo, hi in zip(heads.tolist(), tails.tolist(),
-                                                         strict=True)]
+    out: list[list[Piece]] = []
+    for lo, hi in zip(heads.tolist(), tails.tolist(), strict=True):
+        pieces: list[Piece] = []
+        for i in range(lo, hi):
+            doc, start, end = int(packing.doc[i]), int(packing.start[i]), int(packing.end[i])
+            if pieces and pieces[-1][0] == doc and pieces[-1][2] == start:
+                pieces[-1] = (doc, pieces[-1][1], end)
+            else:
+                pieces.append((doc, start, end))
+        out.append(pieces)
+    return out
 
 
 def build_window(seq_id: int, pieces: list[Piece], texts: list[str], ends_doc: list[bool],
                  lm: JudgeLM, settings: GainSettings) -> Window:
     """Tokenize the pieces with the judge's tokenizer and lay them out as the run does: the
-    separator after a piece that ends its document. The window is cut at
-    ``settings.max_tokens``: a piece that crosses the cut keeps its first part, the pieces
-    after it are dropped (and counted)."""
+    separator after a piece that ends its document.
+
+    A window longer than ``settings.max_tokens`` keeps every piece, each cut to the same
+    share of its tokens (its beginning): the window's composition is what is judged, and a
+    cut that kept only the first pieces would leave nothing to score in the long windows of a
+    16K-128K run, whose first piece is often longer than the cap. A piece left with no token
+    is dropped with its separator (and counted)."""
+    piece_ids = lm.encode(texts)
+    body = sum(len(p) for p in piece_ids)
+    n_sep = sum(bool(e) for e in ends_doc)
+    keep = [len(p) for p in piece_ids]
+    capped = body + n_sep > settings.max_tokens
+    if capped:
+        room = max(settings.max_tokens - n_sep, 0)
+        keep = [len(p) * room // max(body, 1) for p in piece_ids]
     ids: list[int] = []
     spans: list[tuple[int, int]] = []
+    kept_pieces: list[Piece] = []
     kept_texts: list[str] = []
-    cap = settings.max_tokens
-    dropped, capped = 0, False
-    for piece_ids, text, sep in zip(lm.encode(texts), texts, ends_doc, strict=True):
-        if len(ids) >= cap:
-            dropped += 1
+    for piece, p_ids, k, text, sep in zip(pieces, piece_ids, keep, texts, ends_doc,
+                                          strict=True):
+        if k == 0:
             continue
         a = len(ids)
-        ids.extend(piece_ids[: cap - a])
+        ids.extend(p_ids[:k])
         spans.append((a, len(ids)))
-        kept = len(ids) - a
-        if kept < len(piece_ids):
-            capped = True
-            text = _prefix_text(text, piece_ids, kept)
-        kept_texts.append(text)
-        if sep and len(ids) < cap:
+        kept_pieces.append(piece)
+        kept_texts.append(text if k == len(p_ids) else _prefix_text(text, p_ids, k))
+        if sep:
             ids.append(lm.separator)
     arr = np.asarray(ids, dtype=np.int64)
     if arr.size and int(arr.max()) >= lm.vocab_size:
         raise InputError(f"the judge tokenizer gave id {int(arr.max())}, beyond the model's "
                          f"{lm.vocab_size} embeddings: tokenizer and model do not match")
     flags = near_duplicates(kept_texts, settings.ngram, settings.near_dup_threshold)
-    return Window(seq_id, pieces[: len(spans)], arr, spans, flags, dropped,
-                  capped or dropped > 0)
+    return Window(seq_id, kept_pieces, arr, spans, flags, len(pieces) - len(kept_pieces),
+                  capped)
 
 
 def _prefix_text(text: str, ids: list[int], keep: int) -> str:
