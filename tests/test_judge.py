@@ -110,6 +110,25 @@ def test_window_layout_separators_and_token_cap(judge_lm: Any, sample_docs: dict
     assert tiny.dropped == 1 and len(tiny.spans) == 1 and len(tiny.ids) <= 60
 
 
+def test_skipped_positions_score_the_same(judge_lm: Any, sample_docs: dict) -> None:
+    """Computing the output layer only from the first scored position on (logits_to_keep)
+    gives the NLLs of the full computation, with or without the model's support for it."""
+    from dataclasses import replace
+
+    from datasculpt.judge.gain import token_nll
+
+    rows = [np.asarray(judge_lm.encode([sample_docs["medicine"][i][:600]])[0]) for i in range(3)]
+    full = token_nll(judge_lm, rows, 10_000)
+    assert judge_lm.keeps_logits
+    for lm in (judge_lm, replace(judge_lm, keeps_logits=False)):
+        part = token_nll(lm, rows, 10_000, skip=[40, 7, 10_000])
+        for f, p, k in zip(full, part, [40, 7, min(10_000, len(rows[2]) - 1)], strict=True):
+            assert len(p) == len(f) and np.isfinite(p[k:]).all()
+            # a batch computes from its rows' smallest skip: entries before it are NaN
+            np.testing.assert_allclose(p[~np.isnan(p)], f[~np.isnan(p)], rtol=1e-4, atol=1e-4)
+            assert np.isnan(p).sum() == 7  # one batch: all three rows computed from 7 on
+
+
 def test_special_token_text_in_a_document_is_scored_as_text(judge_lm: Any) -> None:
     """A document quoting "<|endoftext|>" or the GGUF tokenizer's spurious "<FILL_ME>" (an id
     beyond the model's embeddings) must be read as characters."""

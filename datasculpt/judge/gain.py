@@ -172,11 +172,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def token_nll(lm: JudgeLM, rows: Sequence[np.ndarray], batch_tokens: int,
-              bar: Any = None) -> list[np.ndarray]:
+              bar: Any = None, skip: Sequence[int] | None = None) -> list[np.ndarray]:
     """For each id row, the negative log-likelihood (nats) of tokens ``1..n-1`` given the ones
-    before them. Rows are batched longest first, right-padded (a causal model's real
-    positions never see the padding), at most ``batch_tokens`` padded tokens a batch; on a
-    GPU an out-of-memory batch is split in two and retried."""
+    before them (entry ``t - 1`` for token ``t``). Rows are batched longest first,
+    right-padded (a causal model's real positions never see the padding), at most
+    ``batch_tokens`` padded tokens a batch; on a GPU an out-of-memory batch is split in two
+    and retried.
+
+    ``skip[i]``: the first entries of row ``i`` nobody reads (a window's first piece is never
+    scored). The output layer and the softmax over the vocabulary, a third of a small model's
+    time, then run only from the batch's smallest ``skip`` on; skipped entries are NaN."""
     import torch
     import torch.nn.functional as F
 
@@ -198,16 +203,24 @@ def token_nll(lm: JudgeLM, rows: Sequence[np.ndarray], batch_tokens: int,
         for r, i in enumerate(batch):
             ids[r, : len(rows[i])] = rows[i]
             mask[r, : len(rows[i])] = 1
+        first = min(min(int(skip[i]), len(rows[i]) - 1) for i in batch) if skip else 0
         try:
             with torch.inference_mode():
                 t_ids = torch.from_numpy(ids).to(lm.device)
+                # logits of positions first .. width-1 (the last width - first)
+                kw = {"logits_to_keep": width - first} if lm.keeps_logits else {}
                 logits = lm.model(input_ids=t_ids,
-                                  attention_mask=torch.from_numpy(mask).to(lm.device)).logits
+                                  attention_mask=torch.from_numpy(mask).to(lm.device),
+                                  **kw).logits
+                if not lm.keeps_logits:
+                    logits = logits[:, first:]
                 for r, i in enumerate(batch):
                     n = len(rows[i])
-                    nll = F.cross_entropy(logits[r, : n - 1].float(), t_ids[r, 1:n],
-                                          reduction="none")
-                    out[i] = nll.double().cpu().numpy()
+                    nll = np.full(n - 1, np.nan)
+                    nll[first:] = F.cross_entropy(
+                        logits[r, : n - 1 - first].float(), t_ids[r, first + 1 : n],
+                        reduction="none").double().cpu().numpy()
+                    out[i] = nll
         except Exception as exc:
             if _is_oom(exc) and len(batch) > 1:
                 del exc
@@ -244,7 +257,9 @@ def score_windows(windows: list[Window], lm: JudgeLM, settings: GainSettings,
     alone_keys, alone_rows = list(alone), list(alone.values())
     total = sum(len(w.ids) for w in windows) + sum(len(r) for r in alone_rows)
     bar = progress_bar(progress, total=total, desc=desc, unit="tok", leave=False)
-    in_window = token_nll(lm, [w.ids for w in windows], settings.batch_tokens, bar)
+    in_window = token_nll(lm, [w.ids for w in windows], settings.batch_tokens, bar,
+                          skip=[w.spans[1][0] if len(w.spans) > 1 else len(w.ids)
+                                for w in windows])
     for key, nll in zip(alone_keys, token_nll(lm, alone_rows, settings.batch_tokens, bar),
                         strict=True):
         cache[key] = float(nll.sum())

@@ -18,6 +18,7 @@ to install or where the model must be.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class JudgeLM:
     max_positions: int | None
     device: str
     dtype: str
+    keeps_logits: bool = False  # its forward takes logits_to_keep (computes only those)
 
 
 def smollm2_file() -> Path:
@@ -184,4 +186,5 @@ def load_judge(name: str, device: str = "cpu", dtype: str = "auto") -> JudgeLM:
                    encode=plain_ids(tok, specials_as_text=True),
                    separator=_separator(config, tok), vocab_size=vocab,
                    max_positions=int(positions) if positions else None, device=device,
-                   dtype=str(param.dtype).removeprefix("torch."))
+                   dtype=str(param.dtype).removeprefix("torch."),
+                   keeps_logits="logits_to_keep" in inspect.signature(model.forward).parameters)
