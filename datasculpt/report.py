@@ -139,10 +139,15 @@ def _gain_notes(gain: dict[str, Any], names: list[str]) -> list[str]:
              ""]
     base = (gain.get("random") or {}).get("context_gain_no_near_dup")
     for name in names:
-        got = (gain.get(name) or {}).get("context_gain_no_near_dup")
-        if got is not None and base:
+        entry = gain.get(name) or {}
+        got = entry.get("context_gain_no_near_dup")
+        if got is not None and base is not None:
             lines.append(f"- **{name}**: {got:.4f} nats/token without near-duplicates, "
-                         f"{got / base:.2f}x the random grouping's {base:.4f}")
+                         f"{got - base:+.4f} over the random grouping's {base:.4f}")
+        if entry.get("capped_sequences"):
+            lines.append(f"  ({entry['capped_sequences']} of its {entry['sequences']} judged "
+                         f"windows were longer than {judge['max_tokens']} judge tokens: each "
+                         "piece kept the same share of its beginning)")
     return lines
 
 

@@ -210,3 +210,32 @@ def test_static_lookup_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
         assert dev.is_cuda
         np.testing.assert_allclose(dev.cpu().numpy(), cpu, atol=1e-5)
         assert np.all(cpu[-1] == 0)
+
+
+def test_judge_on_the_gpu_in_bf16_agrees_with_the_cpu(gpu) -> None:
+    """The judge's forward passes on CUDA in bf16 (its GPU default) give the CPU's fp32
+    context gain within 0.01 nats per token on real text of the embedded sample."""
+    import gzip
+    import json
+
+    from datasculpt.data import SAMPLE_PATH
+    from datasculpt.judge.gain import GainSettings, build_window, score_windows
+    from datasculpt.judge.lm import load_judge
+
+    try:
+        cpu_lm = load_judge("smollm2", "cpu", "fp32")
+    except ConfigError as exc:
+        pytest.skip(f"no judge model here: {exc}")
+    gpu_lm = load_judge("smollm2", "cuda", "auto")
+    assert gpu_lm.dtype == "bfloat16" and gpu_lm.device == "cuda"
+    with gzip.open(SAMPLE_PATH, "rt", encoding="utf-8") as fh:
+        texts = [json.loads(line)["content"][:1500] for line in fh][:12]
+    settings = GainSettings(max_tokens=2048)
+    gains = []
+    for lm in (cpu_lm, gpu_lm):
+        windows = [build_window(i, [(i, 0, 1), (i + 1, 0, 1), (i + 2, 0, 1)],
+                                texts[i : i + 3], [True] * 3, lm, settings)
+                   for i in range(0, 9, 3)]
+        recs = score_windows(windows, lm, settings)
+        gains.append(np.asarray([r["saved"] / r["tokens"] for r in recs]))
+    np.testing.assert_allclose(gains[1], gains[0], atol=0.01)
