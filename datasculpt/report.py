@@ -100,6 +100,7 @@ GAIN_ROWS = (
     ("gain_per_scored_token", None, "nats saved / scored token"),
     ("near_dup_share", None, "near-duplicate share of scored pieces"),
     ("sequences", None, "judged sequences"),
+    ("eligible_token_share", None, "share of tokens in sequences of >= 2 pieces"),
 )
 
 

@@ -28,6 +28,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -41,8 +42,10 @@ from datasculpt.io.read import ReadOptions, resolve_inputs  # noqa: E402
 from datasculpt.judge.gain import (  # noqa: E402
     GainSettings,
     eligible_sequences,
+    eligible_token_share,
     judge_packings,
     sample_sequences,
+    sequence_pieces,
     summarize,
 )
 from datasculpt.judge.lm import load_judge  # noqa: E402
@@ -82,6 +85,52 @@ def cached(path: Path) -> dict[int, dict]:
     return out
 
 
+BASELINE_NAMES = ("concat", "bfd", "iclm")
+
+
+def windows_of(packing: Packing) -> dict[int, tuple]:
+    """Sequence id -> its pieces (consecutive spans of one document joined), for the
+    sequences the judge can sample: what makes two packings' windows the same window."""
+    ids = np.arange(packing.n_sequences)
+    return {int(s): tuple(p) for s, p in zip(ids.tolist(), sequence_pieces(packing, ids),
+                                              strict=True) if len(p) >= 2}
+
+
+def paired(base: list[dict], in_common: list[bool], mine: list[dict], st: dict,
+           seed: int, n_boot: int = 2000) -> dict:
+    """Context gain of a variant and its difference from the base packing, by strata: the
+    windows both share (estimated from the base's sample), those only the base has (from
+    the same sample) and those only the variant has (from its own sample of them). A change
+    that leaves most windows alone is then compared on what it changed, not through two
+    independent samples' noise."""
+    def arr(recs: list[dict]) -> np.ndarray:
+        return np.asarray([[r["saved"], r["saved"] - r["near_dup_saved"], r["tokens"]]
+                           for r in recs], dtype=np.float64).reshape(-1, 3)
+
+    flags = np.asarray(in_common, dtype=bool)
+    b = arr(base)
+    com, b_uni, v_uni = b[flags], b[~flags], arr(mine)
+    sizes = (st["n_common"], st["n_base_unique"], st["n_unique"])
+
+    def totals(c: np.ndarray, bu: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, ...]:
+        tot = [n * x.mean(axis=0) if x.size and n else np.zeros(3)
+               for n, x in zip(sizes, (c, bu, vu), strict=True)]
+        return tot[0] + tot[1], tot[0] + tot[2]
+
+    def est(c: np.ndarray, bu: np.ndarray, vu: np.ndarray) -> np.ndarray:
+        tb, tv = totals(c, bu, vu)
+        return np.asarray([tv[0] / tv[2], tv[1] / tv[2], tv[0] / tv[2] - tb[0] / tb[2],
+                           tv[1] / tv[2] - tb[1] / tb[2]])
+
+    point = est(com, b_uni, v_uni)
+    rng = np.random.default_rng(seed)
+    boots = np.stack([est(*(x[rng.integers(0, len(x), len(x))] if len(x) else x
+                            for x in (com, b_uni, v_uni))) for _ in range(n_boot)])
+    se = boots.std(axis=0, ddof=1)
+    return {"gain": point[0], "clean": point[1], "d_gain": point[2], "d_gain_se": se[2],
+            "d_clean": point[3], "d_clean_se": se[3]}
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1]) if x.size > 2 else float("nan")
 
@@ -103,6 +152,9 @@ def main() -> None:
                          "default config) and 'unit' (pack.strategy=unit)")
     ap.add_argument("--only", nargs="*", default=None,
                     help="judge only these methods (datasculpt concat bfd iclm random)")
+    ap.add_argument("--against", default=None,
+                    help="compare every other datasculpt variant with this one by strata: "
+                         "their shared windows once, their own windows by a sample of them")
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--sequences", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=4096)
@@ -158,6 +210,22 @@ def main() -> None:
             rows.append(("random", rand, report["reference"], digest(rand, judge_key)))
         want = {name: sample_sequences(p, args.sequences, args.seed, name)
                 for name, p, _, _ in rows}
+        strata: dict[str, dict] = {}
+        if args.against:
+            base = next(p for n, p, _, _ in rows if n == args.against)
+            base_w = windows_of(base)
+            for name, p, _, _ in rows:
+                if name == args.against or name == "random" or name in BASELINE_NAMES:
+                    continue
+                mine_w = windows_of(p)
+                common = set(mine_w.values()) & set(base_w.values())
+                unique = np.asarray(sorted(s for s, w in mine_w.items() if w not in common),
+                                    dtype=np.int64)
+                rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
+                want[name] = np.sort(rng.permutation(unique)[: args.sequences])
+                strata[name] = {"common": common, "n_common": len(common),
+                                "n_unique": int(unique.size), "base_w": base_w,
+                                "n_base_unique": len(base_w) - len(common)}
         have = {name: cached(cache_dir / f"{key}.jsonl") for name, _, _, key in rows}
         missing = {name: np.asarray(sorted(set(want[name].tolist()) - set(have[name])),
                                     dtype=np.int64) for name in want}
@@ -177,10 +245,13 @@ def main() -> None:
         emb = np.load(work / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         print(f"\nctx {ctx}\n")
         print("| packer | context gain | without near-dups | per scored token | near-dup share "
-              "| relevance | label purity (>= 2 docs) | truncation | r(relevance, gain) | n |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| tokens in >= 2-piece windows | relevance | label purity (>= 2 docs) | "
+              "truncation | r(relevance, gain) | n |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         pooled_rel, pooled_gain = [], []
         for name, packing, m, key in rows:
+            if name in strata:  # its sample is of its own windows only: in the table below
+                continue
             mine = set(want[name].tolist())
             records = [r for r in cached(cache_dir / f"{key}.jsonl").values()
                        if r["seq_id"] in mine]
@@ -198,8 +269,33 @@ def main() -> None:
             print(f"| {name} | {f(s['context_gain'])} ± {f(s['context_gain_se'])} | "
                   f"{f(s['context_gain_no_near_dup'])} ± {f(s['context_gain_no_near_dup_se'])} "
                   f"| {f(s['gain_per_scored_token'])} | {f(s['near_dup_share'], '{:.3f}')} | "
+                  f"{eligible_token_share(packing, doc_len, True):.3f} | "
                   f"{f(m.get('relevance'))} | {f(m.get('label_purity_multi'))} | "
                   f"{f(trunc)} | {pearson(rel[ok], gain[ok]):.3f} | {s['sequences']} |")
+        if strata:
+            base_key = next(k for n, _, _, k in rows if n == args.against)
+            base_recs = [r for r in cached(cache_dir / f"{base_key}.jsonl").values()
+                         if r["seq_id"] in set(want[args.against].tolist())]
+            print(f"\nAgainst {args.against}, stratified: windows common to both packings are "
+                  "estimated once from its sample; each variant's own windows from theirs "
+                  "(differences and standard errors by a bootstrap over windows within "
+                  "strata).\n")
+            print("| variant | windows in common | context gain | difference | without "
+                  "near-dups | difference | relevance | label purity (>= 2 docs) | seq_ratio |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            for name, _, m, key in rows:
+                if name not in strata:
+                    continue
+                st = strata[name]
+                recs = [r for r in cached(cache_dir / f"{key}.jsonl").values()
+                        if r["seq_id"] in set(want[name].tolist())]
+                in_common = [st["base_w"][r["seq_id"]] in st["common"] for r in base_recs]
+                est = paired(base_recs, in_common, recs, st, args.seed)
+                print(f"| {name} | {st['n_common']} of {st['n_common'] + st['n_unique']} | "
+                      f"{est['gain']:.4f} | {est['d_gain']:+.4f} ± {est['d_gain_se']:.4f} | "
+                      f"{est['clean']:.4f} | {est['d_clean']:+.4f} ± {est['d_clean_se']:.4f} | "
+                      f"{m['relevance']:.4f} | {m['label_purity_multi']:.4f} | "
+                      f"{m['seq_ratio']:.4f} |", flush=True)
         x, y = np.concatenate(pooled_rel), np.concatenate(pooled_gain)
         print(f"\nrelevance vs context gain, window by window over every packer ({x.size} "
               f"windows): Pearson {pearson(x, y):.3f}, Spearman {spearman(x, y):.3f}",

