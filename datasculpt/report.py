@@ -148,7 +148,7 @@ def _gain_notes(gain: dict[str, Any], names: list[str]) -> list[str]:
         if entry.get("capped_sequences"):
             lines.append(f"  ({entry['capped_sequences']} of its {entry['sequences']} judged "
                          f"windows were longer than {judge['max_tokens']} judge tokens: each "
-                         "piece kept the same share of its beginning)")
+                         "piece kept its beginning, up to a common length)")
     return lines
 
 

@@ -96,20 +96,18 @@ def windows_of(packing: Packing) -> dict[int, tuple]:
                                               strict=True) if len(p) >= 2}
 
 
-def paired(base: list[dict], in_common: list[bool], mine: list[dict], st: dict,
+def paired(shared: list[dict], gone: list[dict], mine: list[dict], st: dict,
            seed: int, n_boot: int = 2000) -> dict:
     """Context gain of a variant and its difference from the base packing, by strata: the
-    windows both share (estimated from the base's sample), those only the base has (from
-    the same sample) and those only the variant has (from its own sample of them). A change
-    that leaves most windows alone is then compared on what it changed, not through two
-    independent samples' noise."""
+    windows both share (``shared``: the base's sample that falls there), those only the
+    base has (``gone``: a sample of them) and those only the variant has (``mine``: a
+    sample of them). A change that leaves most windows alone is then compared on what it
+    changed, not through two independent samples' noise."""
     def arr(recs: list[dict]) -> np.ndarray:
         return np.asarray([[r["saved"], r["saved"] - r["near_dup_saved"], r["tokens"]]
                            for r in recs], dtype=np.float64).reshape(-1, 3)
 
-    flags = np.asarray(in_common, dtype=bool)
-    b = arr(base)
-    com, b_uni, v_uni = b[flags], b[~flags], arr(mine)
+    com, b_uni, v_uni = arr(shared), arr(gone), arr(mine)
     sizes = (st["n_common"], st["n_base_unique"], st["n_unique"])
 
     def totals(c: np.ndarray, bu: np.ndarray, vu: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -223,12 +221,22 @@ def main() -> None:
                                     dtype=np.int64)
                 rng = np.random.default_rng([args.seed, zlib.crc32(name.encode())])
                 want[name] = np.sort(rng.permutation(unique)[: args.sequences])
+                # and a sample of the base's windows this variant does not have
+                gone = np.asarray(sorted(s for s, w in base_w.items() if w not in common),
+                                  dtype=np.int64)
+                rng = np.random.default_rng([args.seed, zlib.crc32(f"{name}/base".encode())])
                 strata[name] = {"common": common, "n_common": len(common),
                                 "n_unique": int(unique.size), "base_w": base_w,
-                                "n_base_unique": len(base_w) - len(common)}
+                                "n_base_unique": int(gone.size),
+                                "base_unique": np.sort(rng.permutation(gone)[: args.sequences])}
+            extra = [st["base_unique"] for st in strata.values()]
+            want[f"{args.against}/all"] = np.union1d(want[args.against],
+                                                     np.concatenate(extra) if extra else [])
         have = {name: cached(cache_dir / f"{key}.jsonl") for name, _, _, key in rows}
-        missing = {name: np.asarray(sorted(set(want[name].tolist()) - set(have[name])),
-                                    dtype=np.int64) for name in want}
+        # in --against mode the base also judges its windows each variant lacks
+        to_judge = {name: want.get(f"{name}/all", want[name]) for name in have}
+        missing = {name: np.asarray(sorted(set(to_judge[name].tolist()) - set(have[name])),
+                                    dtype=np.int64) for name in have}
         for name, packing, _, key in rows:  # one packing at a time: each is saved when done
             if not missing[name].size:
                 continue
@@ -274,8 +282,8 @@ def main() -> None:
                   f"{f(trunc)} | {pearson(rel[ok], gain[ok]):.3f} | {s['sequences']} |")
         if strata:
             base_key = next(k for n, _, _, k in rows if n == args.against)
-            base_recs = [r for r in cached(cache_dir / f"{base_key}.jsonl").values()
-                         if r["seq_id"] in set(want[args.against].tolist())]
+            base_all = cached(cache_dir / f"{base_key}.jsonl")
+            base_recs = [base_all[s] for s in want[args.against].tolist()]
             print(f"\nAgainst {args.against}, stratified: windows common to both packings are "
                   "estimated once from its sample; each variant's own windows from theirs "
                   "(differences and standard errors by a bootstrap over windows within "
@@ -289,8 +297,9 @@ def main() -> None:
                 st = strata[name]
                 recs = [r for r in cached(cache_dir / f"{key}.jsonl").values()
                         if r["seq_id"] in set(want[name].tolist())]
-                in_common = [st["base_w"][r["seq_id"]] in st["common"] for r in base_recs]
-                est = paired(base_recs, in_common, recs, st, args.seed)
+                shared = [r for r in base_recs if st["base_w"][r["seq_id"]] in st["common"]]
+                gone = [base_all[s] for s in st["base_unique"].tolist()]
+                est = paired(shared, gone, recs, st, args.seed)
                 print(f"| {name} | {st['n_common']} of {st['n_common'] + st['n_unique']} | "
                       f"{est['gain']:.4f} | {est['d_gain']:+.4f} ± {est['d_gain_se']:.4f} | "
                       f"{est['clean']:.4f} | {est['d_clean']:+.4f} ± {est['d_clean_se']:.4f} | "

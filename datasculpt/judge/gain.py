@@ -130,19 +130,20 @@ def build_window(seq_id: int, pieces: list[Piece], texts: list[str], ends_doc: l
     """Tokenize the pieces with the judge's tokenizer and lay them out as the run does: the
     separator after a piece that ends its document.
 
-    A window longer than ``settings.max_tokens`` keeps every piece, each cut to the same
-    share of its tokens (its beginning): the window's composition is what is judged, and a
-    cut that kept only the first pieces would leave nothing to score in the long windows of a
-    16K-128K run, whose first piece is often longer than the cap. A piece left with no token
-    is dropped with its separator (and counted)."""
+    A window longer than ``settings.max_tokens`` keeps every piece, each cut to its first
+    ``L`` tokens for the largest ``L`` that fits (pieces shorter than ``L`` stay whole): the
+    window's composition is what is judged, and a cut that kept only the first pieces would
+    leave nothing to score in the long windows of a 16K-128K run, whose first piece is often
+    longer than the cap. An equal share of each piece instead would leave a short piece one
+    token or none, nothing to score. A piece left with no token (more pieces than the cap
+    holds) is dropped with its separator (and counted)."""
     piece_ids = lm.encode(texts)
     body = sum(len(p) for p in piece_ids)
     n_sep = sum(bool(e) for e in ends_doc)
     keep = [len(p) for p in piece_ids]
     capped = body + n_sep > settings.max_tokens
     if capped:
-        room = max(settings.max_tokens - n_sep, 0)
-        keep = [len(p) * room // max(body, 1) for p in piece_ids]
+        keep = _level_cut(keep, max(settings.max_tokens - n_sep, 0))
     ids: list[int] = []
     spans: list[tuple[int, int]] = []
     kept_pieces: list[Piece] = []
@@ -165,6 +166,34 @@ def build_window(seq_id: int, pieces: list[Piece], texts: list[str], ends_doc: l
     flags = near_duplicates(kept_texts, settings.ngram, settings.near_dup_threshold)
     return Window(seq_id, kept_pieces, arr, spans, flags, len(pieces) - len(kept_pieces),
                   capped)
+
+
+def _level_cut(lengths: list[int], room: int) -> list[int]:
+    """Each length cut to a common level, the largest whose total fits ``room``; the tokens
+    left under the next level go one each to the first pieces that are longer (so the total
+    is exactly ``room``)."""
+    level = 0
+    rest = len(lengths)
+    used = 0
+    for n in sorted(lengths):
+        # Raising the level to n costs (n - level) for every piece still longer than level.
+        if used + (n - level) * rest > room:
+            break
+        used += (n - level) * rest
+        level = n
+        rest -= 1
+    if rest:
+        level += (room - used) // rest
+        used += ((room - used) // rest) * rest
+    keep = [min(n, level) for n in lengths]
+    extra = room - sum(keep)
+    for i, n in enumerate(lengths):
+        if extra <= 0:
+            break
+        if n > keep[i]:
+            keep[i] += 1
+            extra -= 1
+    return keep
 
 
 def _prefix_text(text: str, ids: list[int], keep: int) -> str:
@@ -278,7 +307,7 @@ def score_windows(windows: list[Window], lm: JudgeLM, settings: GainSettings,
         rec = {"seq_id": w.seq_id, "pieces": len(w.pieces) + w.dropped, "tokens": len(w.ids),
                "scored_pieces": 0, "scored_tokens": 0, "saved": 0.0, "near_dup_pieces": 0,
                "near_dup_tokens": 0, "near_dup_saved": 0.0, "dropped_pieces": w.dropped,
-               "capped": w.capped}
+               "capped": w.capped, "piece_tokens": [b - a for a, b in w.spans]}
         for k in range(1, len(w.spans)):
             a, b = w.spans[k]
             if b - a < 2:
