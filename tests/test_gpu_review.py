@@ -15,7 +15,7 @@ from datasculpt.config import EmbedConfig
 from datasculpt.embed import auto_cuda_dtype, embed_texts
 from datasculpt.errors import ConfigError
 from datasculpt.knn import drop_self, knn, search_torch
-from datasculpt.rungs import stage_rungs
+from datasculpt.rungs import gpu_warnings
 
 CPU = resolve_backend("cpu")
 
@@ -119,15 +119,23 @@ def test_gpu_problem_names_the_reason_here() -> None:
 
 
 def test_host_rungs_of_a_gpu_run_are_warnings() -> None:
-    stages = {"tokenize": {"seconds": 1.0},
-              "embed": {"rung": "torch-cuda/bfloat16"},
-              "cluster": {"kmeans": "faiss-cpu", "xp": "cupy"},
-              "pack": {"rung": "cupy"}, "pack_bfd": {"rung": "host"},
-              "pack_iclm": {"rung": "torch-cpu"}}
-    rungs, warnings = stage_rungs(stages, "gpu")
+    from datasculpt.stages.cluster import CLUSTER
+    from datasculpt.stages.embed import embed_stage
+    from datasculpt.stages.pack import pack_stage
+
+    stats = {"embed": {"rung": "torch-cuda/bfloat16"},
+             "cluster": {"kmeans": "faiss-cpu", "xp": "cupy"},
+             "pack": {"rung": "cupy"}, "pack_bfd": {"rung": "host"},
+             "pack_iclm": {"rung": "torch-cpu"}}
+    stages = [embed_stage("encoder"), CLUSTER, pack_stage("datasculpt", "datasculpt", "window"),
+              pack_stage("bfd", "datasculpt", "window"),
+              pack_stage("iclm", "datasculpt", "window")]
+    rungs = {s.name: s.rung(stats[s.name]) for s in stages if s.rung}
     assert rungs["embed"] == "torch-cuda/bfloat16" and rungs["pack"] == "cupy"
+    assert rungs["cluster"] == "faiss-cpu; rounds on cupy"
+    warnings = gpu_warnings(rungs, "gpu")
     assert sorted(w.split()[0] for w in warnings) == ["cluster", "pack_iclm"]
-    assert stage_rungs(stages, "cpu")[1] == []
+    assert gpu_warnings(rungs, "cpu") == []
 
 
 def test_the_report_says_where_each_stage_ran(tmp_path) -> None:

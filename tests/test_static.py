@@ -174,13 +174,13 @@ def test_static_run_and_its_resume_rules(tiny_encoder: Path, cache: Path,
 def test_a_long_encoder_pass_on_the_cpu_names_the_static_option(caplog) -> None:
     import logging
 
-    from datasculpt.pipeline import _suggest_static
+    from datasculpt.stages.embed import suggest_static
 
     with caplog.at_level(logging.INFO, logger="datasculpt"):
-        _suggest_static(100)
+        suggest_static(100)
     assert "embed=static" not in caplog.text and "needs about" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="datasculpt"):
-        _suggest_static(1_000_000)
+        suggest_static(1_000_000)
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "embed=static" in warned[0].getMessage()
