@@ -43,6 +43,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import synthetic  # noqa: E402
+
 from datasculpt.config import PackConfig  # noqa: E402
 from datasculpt.metrics import compute_metrics  # noqa: E402
 from datasculpt.pack.datasculpt import pack_datasculpt  # noqa: E402
@@ -52,19 +54,18 @@ from datasculpt.tokenize import make_units  # noqa: E402
 def synthetic_corpus(
     n_docs: int, ctx_len: int, n_clusters: int, dim: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token counts, normalised float32 embeddings and planted cluster labels."""
+    """Token counts, normalised float32 embeddings and planted cluster labels.
+
+    Counts go up to four windows so that long documents are cut into several units.
+    """
     rng = np.random.default_rng(seed)
     doc_len = np.rint(rng.lognormal(np.log(600.0), 1.3, n_docs))
     doc_len = np.clip(doc_len, 1, 4 * ctx_len).astype(np.int64)
     labels = rng.integers(0, n_clusters, n_docs).astype(np.int64)
-    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    emb = np.empty((n_docs, dim), dtype=np.float32)
-    for lo in range(0, n_docs, 65536):  # chunks keep the temporary noise small
-        hi = min(n_docs, lo + 65536)
-        noise = rng.standard_normal((hi - lo, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-        rows = centres[labels[lo:hi]] + noise
-        emb[lo:hi] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    # Centres drawn in float64 and cast (bench_cluster draws float32): kept as recorded.
+    centres = synthetic.unit_directions(
+        rng.standard_normal((n_clusters, dim)).astype(np.float32))
+    emb = synthetic.planted_unit_rows(rng, centres, labels, chunk=65536)
     return doc_len, emb, labels
 
 
