@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from datasculpt.errors import ConfigError
+from datasculpt.extras import check_extras
 from datasculpt.models import looks_local
 
 PACK_METHODS = ("concat", "bfd", "iclm", "datasculpt")
@@ -272,6 +273,7 @@ def validate(cfg: DictConfig) -> None:
         if value != "default" and looks_local(value):
             _check(os.path.isdir(os.path.expanduser(value)), f"{key} path not found: {value}")
     _validate_judge(cfg.judge)
+    check_extras(cfg)
     if cfg.embed.precomputed is not None:
         _check(os.path.isfile(os.path.expanduser(cfg.embed.precomputed)),
                f"embed.precomputed not found: {cfg.embed.precomputed}")

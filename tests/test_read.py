@@ -17,8 +17,6 @@ from hypothesis import strategies as st
 from datasculpt.errors import InputError
 from datasculpt.io.read import ReadOptions, read_corpus, resolve_inputs
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "refinedweb_sample.jsonl"
-
 
 def _records(n: int, start: int = 0) -> list[dict]:
     return [{"docid": f"d{i}", "content": f"document number {i} about things"}
@@ -99,18 +97,6 @@ def test_merge_conflict_markers_like_the_refinedweb_sample(tmp_path: Path) -> No
                                                                f"{path}"), (154, "bad JSON")]
     assert stats.malformed[2]["reason"] == f"duplicate id 'r149' (first at {path}:151)"
     assert len(corpus) == 150
-
-
-@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="shared sample data not present")
-def test_shared_refinedweb_sample() -> None:
-    corpus, stats = read_corpus(str(SHARED_SAMPLE), ReadOptions(), progress=False)
-    json_errors = [m["line"] for m in stats.malformed if m["reason"].startswith("bad JSON")]
-    assert json_errors == [150, 152, 154]
-    # Lines 151 and 153 are the two sides of the merge conflict, byte for byte the same record:
-    # the second is reported as a duplicate id instead of entering the corpus twice.
-    dups = [m["line"] for m in stats.malformed if m["reason"].startswith("duplicate id")]
-    assert dups == [153]
-    assert stats.records == 154 and len(corpus) == 150
 
 
 def test_cut_short_compressed_stream_keeps_what_was_read(tmp_path: Path) -> None:
