@@ -1,4 +1,4 @@
-"""The cluster stage: spherical k-means, then ISODATA refinement (DESIGN §2.4).
+"""The cluster stage: spherical k-means, then ISODATA refinement.
 
 k-means gives a first partition; each ISODATA round then (1) assigns every document to its
 nearest centroid, (2) recomputes centroids as normalised means and measures how far they moved,
@@ -41,10 +41,11 @@ from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, LocalExecutor
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
+from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 16  # rows per matmul / row-dot block: bounds temporaries to chunk x max(k, D)
+_CHUNK = 1 << 16  # rows per row-dot block: bounds the gathered centroids to chunk x D
 _SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
 _SPHERICAL_POLISH = 5  # spherical iterations after cuML's Euclidean k-means
 
@@ -61,11 +62,6 @@ class ClusterResult:
 # --------------------------------------------------------------------------- array helpers
 
 
-def _normalize(x: Any) -> Any:
-    xp = xp_of(x)
-    return x / xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
-
-
 def _segment_sum(x: Any, labels: Any, k: int) -> Any:
     """Row sums of ``x`` per label, ``k x D`` float32."""
     xp = xp_of(x)
@@ -80,15 +76,6 @@ def _rowdot(x: Any, c: Any, lab: Any) -> Any:
     out = xp.empty(x.shape[0], dtype=xp.float32)
     for a in range(0, x.shape[0], _CHUNK):
         out[a:a + _CHUNK] = xp.einsum("nd,nd->n", x[a:a + _CHUNK], c[lab[a:a + _CHUNK]])
-    return out
-
-
-def assign_exact(x: Any, c: Any) -> Any:
-    """Index of the nearest centroid (largest inner product) of every row, blockwise."""
-    xp = xp_of(x)
-    out = xp.empty(x.shape[0], dtype=xp.int64)
-    for a in range(0, x.shape[0], _CHUNK):
-        out[a:a + _CHUNK] = xp.argmax(x[a:a + _CHUNK] @ c.T, axis=1)
     return out
 
 
@@ -146,20 +133,6 @@ def _torch_sample(x: Any, k: int, seed: int, device: str, max_points: int) -> An
     return t[perm.to(t.device)].to(device=device, dtype=torch.float32)
 
 
-def spherical_lloyd(train: Any, cent: Any, niter: int) -> Any:
-    """Spherical Lloyd iterations (torch, any device): assign by largest inner product,
-    move each centroid to its members' normalised mean; a centroid left empty stays put."""
-    import torch
-
-    for _ in range(niter):
-        lab = torch.cat([torch.argmax(train[a:a + _CHUNK] @ cent.T, dim=1)
-                         for a in range(0, train.shape[0], _CHUNK)])
-        sums = torch.zeros_like(cent).index_add_(0, lab, train)
-        empty = sums.norm(dim=1) == 0
-        cent = torch.where(empty[:, None], cent, torch.nn.functional.normalize(sums, dim=1))
-    return cent
-
-
 def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
     """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
     train = _torch_sample(x, k, seed, device, max_points)
@@ -197,8 +170,7 @@ def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int) -> Any:
     train = _torch_sample(x, k, seed, "cuda", max_points)
     km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
     km.fit(train)  # cuML takes the torch CUDA tensor through __cuda_array_interface__
-    cent = torch.nn.functional.normalize(
-        torch.from_dlpack(km.cluster_centers_).to(train.dtype), dim=1)
+    cent = l2_normalize(torch.from_dlpack(km.cluster_centers_).to(train.dtype))
     return spherical_lloyd(train, cent, _SPHERICAL_POLISH)
 
 
@@ -215,7 +187,7 @@ def kmeans(
     """
     cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
                                        rung)
-    return cent, assign_exact(x, cent) if labels is None else labels, impl
+    return cent, nearest(x, cent) if labels is None else labels, impl
 
 
 GPU_RUNGS = ("cuml", "faiss-gpu", "torch")
@@ -254,7 +226,7 @@ def _train_kmeans(
     n = int(x.shape[0])
     k = max(1, min(int(k), n))
     if k == 1 or k == n:
-        cent = _normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
+        cent = l2_normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
         return cent, xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64), "trivial"
     ladder = GPU_RUNGS if backend.is_gpu else CPU_RUNGS
     if rung != "auto" and rung not in ladder:
@@ -276,7 +248,7 @@ def _train_kmeans(
             continue
         impl = f"torch-{backend.torch_device}" if name == "torch" else name
         break
-    return _normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
+    return l2_normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
 
 
 # --------------------------------------------------------------------------- ISODATA
@@ -303,7 +275,7 @@ class _State:
 
     @property
     def centroids(self) -> Any:
-        return _normalize(self.sums)
+        return l2_normalize(self.sums)
 
     @property
     def spread(self) -> Any:
@@ -337,7 +309,7 @@ def _block_task(item: tuple[int, int, Any, Any], *, x: Any, on_gpu: bool, k: int
                                  for v in (xb, lab, w, cent, nbr))
     xp = xp_of(xb)
     if cent is not None:
-        lab = assign_exact(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
+        lab = nearest(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
     out = (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
            xp.bincount(lab, weights=w, minlength=k))
     return tuple(to_numpy(v) for v in out) if on_gpu else out
@@ -444,8 +416,8 @@ def _split(
         side = new_side
         sums = _segment_sum(xs, seg * 2 + side, 2 * sel.shape[0]).reshape(-1, 2, xs.shape[1])
         filled = xp.sqrt((sums * sums).sum(axis=2)) > 0
-        a = xp.where(filled[:, :1], _normalize(sums[:, 0]), a)
-        b = xp.where(filled[:, 1:], _normalize(sums[:, 1]), b)
+        a = xp.where(filled[:, :1], l2_normalize(sums[:, 0]), a)
+        b = xp.where(filled[:, 1:], l2_normalize(sums[:, 1]), b)
     n_sel = sel.shape[0]
     half_mass = xp.bincount(seg * 2 + side, weights=w[members], minlength=2 * n_sel)
     half_mass = half_mass.reshape(n_sel, 2)
@@ -481,7 +453,7 @@ def _fold(x: Any, st: _State, min_tokens: float) -> tuple[Any, int]:
         small[targets] = False
     rows = xp.nonzero(small[st.labels])[0]
     labels = st.labels.copy()
-    labels[rows] = targets[assign_exact(x[rows], st.centroids[targets])]
+    labels[rows] = targets[nearest(x[rows], st.centroids[targets])]
     return labels, int(small.sum())
 
 
@@ -499,13 +471,13 @@ def cluster(
     embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int,
     executor: Executor | None = None,
 ) -> ClusterResult:
-    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules (DESIGN §2.4).
+    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules.
 
     k-means trains on a sample in this process; the assignment passes and centroid sums of
     every round run as ``executor`` tasks over blocks of ``cfg.task_docs`` documents."""
     xp = backend.xp
     t0 = time.perf_counter()
-    x = _normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
+    x = l2_normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
     w = xp.asarray(backend.asarray(np.asarray(n_tokens)), dtype=xp.float64)
     n, dim = int(x.shape[0]), int(x.shape[1])
     if n == 0:

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasculpt.backend import Backend, xp_of
+from datasculpt.backend import Backend
 from datasculpt.errors import ConfigError, InputError
 from datasculpt.models import resolve_model_path
 from datasculpt.progress import progress_bar
+from datasculpt.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,6 @@ _CHARS_PER_TOKEN = 16
 _BATCHES_PER_CHUNK = 32
 
 _MODELS: dict[tuple[str, str, str, bool], tuple[Any, Any]] = {}
-
-
-def l2_normalize(x: Any, eps: float = 1e-12) -> Any:
-    """Rows scaled to unit L2 norm (NumPy or CuPy); all-zero rows stay zero."""
-    xp = xp_of(x)
-    norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
-    return x / xp.maximum(norms, eps)
 
 
 def load_precomputed(path: str, n: int | None) -> np.ndarray:
@@ -151,7 +145,7 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tenso
     else:
         m = mask.unsqueeze(-1).to(hidden.dtype)
         vec = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(vec, p=2.0, dim=1)
+    return l2_normalize(vec)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -36,6 +36,7 @@ import numpy as np
 from datasculpt.embed import clipped_ids
 from datasculpt.errors import ConfigError
 from datasculpt.manifest import stable_hash
+from datasculpt.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class StaticTable:
         rows = tokens if self.mapping is None else self.mapping[tokens]
         sums = torch.nn.functional.embedding_bag(rows, self.table, offsets, mode="sum",
                                                  per_sample_weights=weights)
-        return torch.nn.functional.normalize(sums, dim=1)
+        return l2_normalize(sums)
 
 
 # A token's weight from its count in the document (a float tensor).

@@ -21,13 +21,13 @@ from datasculpt.cluster import (
     _merge,
     _Passes,
     _state,
-    assign_exact,
     auto_k,
     cluster,
     kmeans,
 )
 from datasculpt.config import ClusterConfig, EmbedConfig
 from datasculpt.executors import LocalExecutor
+from datasculpt.vectors import nearest
 
 CPU = resolve_backend("cpu")
 CTX = 1000
@@ -121,14 +121,14 @@ def test_kmeans_ladder_on_cpu_is_faiss() -> None:
     assert impl == "faiss-cpu"
     assert cent.shape == (4, 32) and np.allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
     assert purity(labels, lab) == 1.0
-    np.testing.assert_array_equal(labels, assign_exact(x, cent))
+    np.testing.assert_array_equal(labels, nearest(x, cent))
 
 
 def test_torch_kmeans_rung_recovers_planted_clusters() -> None:
     """The GPU's last rung is torch; the same code runs on the CPU here."""
     x, lab = planted(5, 80, seed=2)
     cent = _kmeans_torch(x, 5, 20, 0, "cpu", 256).numpy()
-    assert purity(assign_exact(x, cent), lab) >= 0.95
+    assert purity(nearest(x, cent), lab) >= 0.95
 
 
 def test_candidate_assignment_equals_exact_near_a_partition() -> None:
@@ -217,7 +217,7 @@ def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
     extra = -x.mean(axis=0, keepdims=True)  # a centroid no document is nearest to
     cent = np.concatenate([means, extra]).astype(np.float32)
     cent /= np.linalg.norm(cent, axis=1, keepdims=True)
-    ref = _state(x, w, assign_exact(x, cent), 7)  # one pass; drops the empty 7th cluster
+    ref = _state(x, w, nearest(x, cent), 7)  # one pass; drops the empty 7th cluster
     one, kept_one = _Passes(x, w, CPU, LocalExecutor(), 10**6).state(7, cent=cent)
     many, kept = _Passes(x, w, CPU, LocalExecutor(), 61).state(7, cent=cent)  # 7 blocks
     np.testing.assert_array_equal(kept, np.arange(6))
@@ -331,7 +331,7 @@ def test_gpu_kmeans_ladder_and_cluster() -> None:
     assert isinstance(cent, cupy.ndarray) and isinstance(labels, cupy.ndarray)
     assert purity(cupy.asnumpy(labels), lab) >= 0.95
     torch_cent = cupy.asarray(_kmeans_torch(cupy.asarray(x), 8, 20, 0, "cuda", 256))
-    assert purity(cupy.asnumpy(assign_exact(cupy.asarray(x), torch_cent)), lab) >= 0.95
+    assert purity(cupy.asnumpy(nearest(cupy.asarray(x), torch_cent)), lab) >= 0.95
     res = cluster(cupy.asarray(x), np.full(x.shape[0], 100), CTX, cfg(k=8), gpu, 0)
     cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0)
     assert isinstance(res.labels, np.ndarray) and res.stats["k"] == cpu.stats["k"] == 8

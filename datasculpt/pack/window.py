@@ -56,6 +56,7 @@ from datasculpt.backend import to_device, to_numpy, xp_of
 from datasculpt.executors import Executor, LocalExecutor
 from datasculpt.executors.base import host_threads
 from datasculpt.faults import fault_point
+from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
 
 # Units per padded block and Gram entries per block: bound the block's memory (the Gram
 # matrices are C x n x n float32) while keeping every step's arrays large enough to amortise
@@ -68,6 +69,9 @@ _REM_RUN = 16  # remainder chunks per task
 _REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
 _SPLIT_FILL = 0.8  # a part's window below this fill goes back to its cluster's pool
 _UNFIT = 1e7  # score penalty per token a unit overflows the window by
+# Below the norm of any non-zero float64 row (at least 1e-162): l2_normalize then scales
+# every such row to unit length and leaves an all-zero row zero.
+_ZERO_NORM = 1e-300
 
 
 class WindowSums:
@@ -282,12 +286,9 @@ def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
     m = min(n, _KMEANS_SAMPLE * k)
     sample = x[xp.asarray((np.arange(m) * n) // m)]
     cent = sample[xp.asarray((np.arange(k) * m) // k)]
-    for _ in range(_KMEANS_ITERS):
-        onehot = (xp.argmax(sample @ cent.T, axis=1)[:, None] == xp.arange(k)[None, :])
-        new = onehot.T.astype(xp.float32) @ sample
-        norm = xp.sqrt((new * new).sum(axis=1, keepdims=True))
-        cent = xp.where(norm > 0, new / xp.maximum(norm, xp.float32(1e-12)), cent)
-    lab = to_numpy(xp.argmax(x @ cent.T, axis=1))
+    # One product over all rows (block=None), as the split has always been computed.
+    cent = spherical_lloyd(sample, cent, _KMEANS_ITERS, block=None)
+    lab = to_numpy(nearest(x, cent, block=None))
     parts = []
     for part in range(k):
         rows = np.flatnonzero(lab == part)
@@ -490,8 +491,7 @@ def _centroid_path(cent: np.ndarray) -> np.ndarray:
     cut into chunks share a chunk with units of the same or neighbouring clusters.
     """
     k = cent.shape[0]
-    norm = np.linalg.norm(cent, axis=1, keepdims=True)
-    c = (cent / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    c = l2_normalize(cent, eps=_ZERO_NORM).astype(np.float32)
     rank = np.empty(k, dtype=np.int64)
     seen = np.zeros(k, dtype=bool)
     cur = 0
