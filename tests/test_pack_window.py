@@ -1,4 +1,5 @@
-"""Tests of the window-centric DataSculpt strategy (``datasculpt.pack.window``, the default).
+"""Tests of the window-centric DataSculpt strategy (``pack.window`` and its greedy,
+``pack.window_greedy``; the default strategy).
 
 Two independent readers keep it honest: ``window_reference`` is the greedy written as a plain
 loop over one group (one window at a time, one unit at a time), against which the batched
@@ -18,7 +19,7 @@ from test_pack_datasculpt import assert_same, check_packing, corpus, small_input
 
 from datasculpt.config import PackConfig
 from datasculpt.metrics import compute_metrics
-from datasculpt.pack import window
+from datasculpt.pack import window, window_greedy
 from datasculpt.pack.datasculpt import pack_datasculpt
 from datasculpt.tokenize import make_units
 
@@ -95,12 +96,12 @@ def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_grou
         embs.append(emb)
     lens = np.concatenate(lens_all).astype(np.int64)
     rows = np.concatenate(embs)
-    members, g_first, g_count = window._groups(groups)
+    members, g_first, g_count = window_greedy.groups(groups)
     k_win = np.maximum(1, np.add.reduceat(lens[members], g_first) // ctx_len)
     # dense: the GPU's sync-free window opening, run here through NumPy.
     for dense in (False, True):
-        win, step = window._solve(np, rows, lens, members, g_first, g_count, k_win, ctx_len,
-                                  fit_bias, dense=dense, diversity=diversity)
+        win, step = window_greedy.solve(np, rows, lens, members, g_first, g_count, k_win,
+                                        ctx_len, fit_bias, dense=dense, diversity=diversity)
         for i, g in enumerate(groups):
             ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
                                                   fit_bias, diversity)
@@ -120,8 +121,8 @@ def test_window_never_overflows_and_takes_the_most_similar_unit():
     emb = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     win, _ = window_reference(lens, emb, 1, 10, 0.0)
     assert win == [0, -1, 0, -1, -1]  # 6 + 4 (the similar 4, not the first 4) = 10
-    members, g_first, g_count = window._groups([np.arange(5)])
-    got, _ = window._solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10, 0.0)
+    members, g_first, g_count = window_greedy.groups([np.arange(5)])
+    got, _ = window_greedy.solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10, 0.0)
     assert got.tolist() == win
 
 
