@@ -171,7 +171,7 @@ def _embed(cfg: DictConfig, src: Source, sources: list[str], backend: Backend,
             if cfg.embed.kind == "encoder" and not backend.is_gpu:
                 _suggest_static(n)
             if cfg.embed.kind == "static":
-                from datasculpt.static import StaticEncoder, static_model_dir
+                from datasculpt.embed.static import StaticEncoder, static_model_dir
 
                 model = StaticEncoder
                 model_kwargs["model_dir"] = str(static_model_dir(cfg.embed))

@@ -192,7 +192,7 @@ def test_static_lookup_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
     model2vec = pytest.importorskip("model2vec", reason="embed=static needs the [static] extra")
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from datasculpt.static import StaticTable
+    from datasculpt.embed.static import StaticTable
 
     vocab = {w: i for i, w in enumerate(["[UNK]", *[f"w{i}" for i in range(500)]])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
