@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
+from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_numpy, xp_of
 from datasculpt.errors import ConfigError
-from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
 from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
@@ -297,53 +297,44 @@ def _state(x: Any, w: Any, labels: Any, k: int) -> _State:
     return _State(labels, _segment_sum(x, labels, k), count, mass)
 
 
-def _block_task(item: tuple[int, int, Any, Any], *, x: Any, on_gpu: bool, k: int, cent: Any,
+def _block_task(bounds: tuple[int, int], *, x: Any, w: Any, labels: Any, k: int, cent: Any,
                 nbr: Any) -> tuple[Any, Any, Any, Any]:
-    """One block of rows (an executor task): its labels (reassigned when ``cent`` is given,
-    among ``nbr`` candidates when that is given too) and its per-cluster sums, counts and
-    token mass over ``k`` clusters."""
-    a, b, lab, w = item
-    xb = x[a:b]
-    if on_gpu:  # a task in another process, on its own GPU
-        xb, lab, w, cent, nbr = (None if v is None else to_device(v)
-                                 for v in (xb, lab, w, cent, nbr))
+    """One block ``[a, b)`` of rows (an executor task): its labels (reassigned when ``cent``
+    is given, among ``nbr`` candidates when that is given too) and its per-cluster sums,
+    counts and token mass over ``k`` clusters."""
+    a, b = bounds
+    xb, wb, lab, cent, nbr = (on_task_device(v) for v in (
+        x[a:b], w[a:b], None if labels is None else labels[a:b], cent, nbr))
     xp = xp_of(xb)
     if cent is not None:
         lab = nearest(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
-    out = (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
-           xp.bincount(lab, weights=w, minlength=k))
-    return tuple(to_numpy(v) for v in out) if on_gpu else out
+    return (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
+            xp.bincount(lab, weights=wb, minlength=k))
 
 
 class _Passes:
     """The passes over every document of a round, as executor tasks over fixed blocks of
     ``task_docs`` rows whose results are added in block order: the partition fixes the
-    rounding, so every executor and thread count gives the same bits. The rows reach the tasks
-    once per run (``executor.share``); only the k x D centroids travel per pass."""
+    rounding, so every executor and thread count gives the same bits. The rows and their
+    token counts reach the tasks once per run (``executor.share``); only the labels and the
+    k x D centroids travel per pass."""
 
     def __init__(self, x: Any, w: Any, backend: Backend, executor: Executor,
                  task_docs: int) -> None:
-        self.w, self.backend, self.executor = w, backend, executor
+        self.backend, self.executor = backend, executor
         n = int(x.shape[0])
         self.bounds = [(a, min(a + task_docs, n)) for a in range(0, n, task_docs)]
-        self.local = isinstance(executor, LocalExecutor)
-        self.remote_gpu = backend.is_gpu and not self.local
-        self.x = executor.share(x if self.local else to_numpy(x))
-
-    def _move(self, v: Any) -> Any:
-        return v if self.local or v is None else to_numpy(v)
+        self.x, self.w = executor.share(x), executor.share(w)
 
     def state(self, k: int, labels: Any = None, cent: Any = None, nbr: Any = None
               ) -> tuple[_State, Any]:
         """The partition after (re)assignment, empty clusters dropped and renumbered, and the
         old ids that survived (in order)."""
         xp = self.backend.xp
-        items = [(a, b, None if labels is None else self._move(labels[a:b]),
-                  self._move(self.w[a:b])) for a, b in self.bounds]
+        gpu = self.backend.is_gpu
         parts = self.executor.map(
-            _block_task, items, threads=1 if self.backend.is_gpu else host_threads(),
-            gpu=self.remote_gpu, x=self.x, on_gpu=self.remote_gpu, k=k,
-            cent=self._move(cent), nbr=self._move(nbr))
+            _block_task, self.bounds, threads=1 if gpu else host_threads(), gpu=gpu,
+            x=self.x, w=self.w, labels=labels, k=k, cent=cent, nbr=nbr)
         parts = [[self.backend.asarray(v) for v in p] for p in parts]
         labels = xp.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         sums, count, mass = parts[0][1], parts[0][2], parts[0][3]
@@ -469,7 +460,7 @@ def _canonical(labels: Any, k: int) -> tuple[Any, Any]:
 
 def cluster(
     embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int,
-    executor: Executor | None = None,
+    executor: Executor,
 ) -> ClusterResult:
     """Cluster documents for packing; ``n_tokens`` weights the token-mass rules.
 
@@ -494,7 +485,7 @@ def cluster(
     cent, labels, km_impl = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
                                           max_points, str(cfg.kmeans))
     t_kmeans = time.perf_counter() - t0
-    passes = _Passes(x, w, backend, executor or LocalExecutor(), int(cfg.task_docs))
+    passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
     st, _ = passes.state(int(cent.shape[0]), labels=labels,
                          cent=cent if labels is None else None)
     rounds: list[dict[str, Any]] = []

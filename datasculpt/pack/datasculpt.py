@@ -40,7 +40,8 @@ def pack_datasculpt(
 
     ``embeddings`` is ``N x D`` (one normalised row per document, NumPy or CuPy: the kernels
     run where they live); ``clusters`` holds one integer label per document; ``executor``
-    runs the window strategy's independent batches of clusters. The greedy has no random
+    runs the window strategy's independent batches of clusters (required by that strategy;
+    the unit strategy runs in this process). The greedy has no random
     choice, so ``seed`` only keeps the packer signature uniform. Returns a NumPy
     :class:`Packing` (sequences ordered by cluster, then window; pieces in placement order)
     and stats.
@@ -70,6 +71,10 @@ def pack_datasculpt(
     else:
         from datasculpt.pack.window import assign_windows
 
+        if executor is None:
+            raise ValueError("pack.strategy=window runs its batches of clusters as executor "
+                             "tasks: pass an executor (datasculpt.executors.LocalExecutor() "
+                             "runs them in this process)")
         assignment = assign_windows(xp, emb, su, ctx_len, cfg, executor)
     t_kernel = time.perf_counter() - t0
     cluster_windows = assignment.n_windows

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import to_device, to_numpy, xp_of
-from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.backend import to_numpy, xp_of
+from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.faults import fault_point
 from datasculpt.pack.assignment import Assignment, SortedUnits
@@ -226,22 +226,22 @@ def _pack_batch(
                   groups=len(owner), dissolved=n_dissolved)
 
 
-def _pack_batch_task(batch: np.ndarray, *, emb: Any, on_gpu: bool, s_doc: np.ndarray,
-                     s_len: np.ndarray, cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int,
+def _pack_batch_task(batch: np.ndarray, *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
+                     cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int,
                      cfg: Any) -> _Batch:
     """One batch of consecutive clusters (an executor task)."""
     fault_point("pack_task")
-    emb = to_device(emb) if on_gpu else emb
+    emb = on_task_device(emb)
     return _pack_batch(xp_of(emb), emb, s_doc, s_len, cl_first[batch], cl_count[batch], ctx_len,
                        cfg)
 
 
 def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
-                  ctx_len: int, fit_bias: float, on_gpu: bool, diversity: float = 0.0
+                  ctx_len: int, fit_bias: float, diversity: float = 0.0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One run of remainder chunks (an executor task): the chunks' units, their windows
     (numbered from 0 over the run) and steps, and the run's window count."""
-    emb = to_device(emb) if on_gpu else emb
+    emb = on_task_device(emb)
     xp = xp_of(emb)
     members, g_first, g_count = groups(part)
     k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
@@ -272,22 +272,14 @@ def _remainder_pass(
     # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
     runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
     solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
-                          **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
-                          ctx_len=ctx_len, fit_bias=fit_bias, diversity=diversity)
+                          emb=emb, s_doc=s_doc, s_len=s_len, ctx_len=ctx_len,
+                          fit_bias=fit_bias, diversity=diversity)
     for members, w_run, s_local, n_run in solved:
         placed = w_run >= 0
         unit_win[members[placed]] = n_win + w_run[placed]
         unit_rank[members[placed]] = rank + s_local[placed]
         n_win += n_run
     return n_win
-
-
-def _task_inputs(executor: Executor, emb: Any) -> dict[str, Any]:
-    """The embeddings as executor tasks receive them: as they are in this process; on the host
-    for another process (moved to its GPU there when the run is on the GPU)."""
-    if isinstance(executor, LocalExecutor):
-        return {"emb": emb, "on_gpu": False}
-    return {"emb": to_numpy(emb), "on_gpu": xp_of(emb) is not np}
 
 
 def _workers(xp: Any) -> int:
@@ -333,7 +325,7 @@ def _centroid_path(cent: np.ndarray) -> np.ndarray:
 
 
 def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
-                   executor: Executor | None = None) -> Assignment:
+                   executor: Executor) -> Assignment:
     """Phases 1-5 over the units sorted by cluster: what they leave goes to the best-fit pass.
 
     The windows' centroid sums are handed over lazily (``WindowSums``).
@@ -343,10 +335,9 @@ def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
     k_cl = su.n_clusters
     batches = _batches(cl_count, int(cfg.task_units)) if n_units else []
 
-    executor = executor or LocalExecutor()
     results = executor.map(_pack_batch_task, batches, threads=_workers(xp), gpu=xp is not np,
-                           **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
-                           cl_first=cl_first, cl_count=cl_count, ctx_len=ctx_len, cfg=cfg)
+                           emb=emb, s_doc=s_doc, s_len=s_len, cl_first=cl_first,
+                           cl_count=cl_count, ctx_len=ctx_len, cfg=cfg)
     unit_win = np.full(n_units, -1, dtype=np.int64)
     unit_rank = np.full(n_units, -1, dtype=np.int64)
     cl_sums = np.zeros((k_cl, dim), dtype=np.float64)
