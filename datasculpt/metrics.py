@@ -14,12 +14,9 @@ import numpy as np
 
 from datasculpt.backend import to_numpy
 from datasculpt.types import Packing
-from datasculpt.vectors import l2_normalize
+from datasculpt.vectors import ZERO_ROWS_ONLY, l2_normalize
 
 _CHUNK = 1 << 16
-# Below the norm of any non-zero float64 row (at least 1e-162): every such row is scaled to
-# unit length, and an all-zero row stays zero.
-_ZERO_NORM = 1e-300
 
 
 def coverage(packing: Packing, doc_len: np.ndarray) -> dict[str, int]:
@@ -59,7 +56,7 @@ def relevance_per_sequence(packing: Packing, embeddings: Any) -> np.ndarray:
     sq = np.zeros(n_seq, dtype=np.float64)
     for lo in range(0, seq.size, _CHUNK):
         s, d = seq[lo : lo + _CHUNK], doc[lo : lo + _CHUNK]
-        rows = l2_normalize(np.asarray(emb[d], dtype=np.float64), eps=_ZERO_NORM)
+        rows = l2_normalize(np.asarray(emb[d], dtype=np.float64), eps=ZERO_ROWS_ONLY)
         heads = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
         sums[s[heads]] += np.add.reduceat(rows, heads, axis=0)
         sq[s[heads]] += np.add.reduceat((rows * rows).sum(axis=1), heads)
@@ -112,7 +109,8 @@ def random_pair_cosine(embeddings: Any) -> float:
     total = np.zeros(emb.shape[1], dtype=np.float64)
     sq = 0.0
     for lo in range(0, n, _CHUNK):
-        rows = l2_normalize(np.asarray(emb[lo : lo + _CHUNK], dtype=np.float64), eps=_ZERO_NORM)
+        rows = l2_normalize(np.asarray(emb[lo : lo + _CHUNK], dtype=np.float64),
+                            eps=ZERO_ROWS_ONLY)
         total += rows.sum(axis=0)
         sq += float((rows * rows).sum())
     return float((total @ total - sq) / (n * (n - 1)))

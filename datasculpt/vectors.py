@@ -15,6 +15,9 @@ import array_api_compat
 from datasculpt.backend import xp_of
 
 ROW_BLOCK = 1 << 16  # rows per product in ``nearest``: bounds the rows x centroids temporary
+# An ``eps`` below the norm of every non-zero float64 row (at least 1e-162): ``l2_normalize``
+# then scales each such row to unit length, and only an all-zero row stays as it is.
+ZERO_ROWS_ONLY = 1e-300
 
 
 def _is_torch(x: Any) -> bool:

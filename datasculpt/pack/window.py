@@ -48,16 +48,13 @@ from datasculpt.executors.base import host_threads
 from datasculpt.faults import fault_point
 from datasculpt.pack.assignment import Assignment, SortedUnits
 from datasculpt.pack.window_greedy import groups, solve
-from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
+from datasculpt.vectors import ZERO_ROWS_ONLY, l2_normalize, nearest, spherical_lloyd
 
 _KMEANS_ITERS = 3
 _KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is split
 _REM_RUN = 16  # remainder chunks per task
 _REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
 _SPLIT_FILL = 0.8  # a part's window below this fill goes back to its cluster's pool
-# Below the norm of any non-zero float64 row (at least 1e-162): l2_normalize then scales
-# every such row to unit length and leaves an all-zero row zero.
-_ZERO_NORM = 1e-300
 
 
 class WindowSums:
@@ -83,7 +80,6 @@ class WindowSums:
             rows = to_numpy(self.emb[xp_of(self.emb).asarray(docs)])
             row = self.rows[w] = rows.astype(np.float32).sum(axis=0)
         return row
-
 
 
 def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
@@ -247,7 +243,7 @@ def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
     k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
     rows = emb[xp.asarray(s_doc[members])]
     w_local, s_local = solve(xp, rows, s_len[members], np.arange(members.shape[0]),
-                              g_first, g_count, k_win, ctx_len, fit_bias, diversity=diversity)
+                             g_first, g_count, k_win, ctx_len, fit_bias, diversity=diversity)
     base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
     return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
 
@@ -310,7 +306,7 @@ def _centroid_path(cent: np.ndarray) -> np.ndarray:
     cut into chunks share a chunk with units of the same or neighbouring clusters.
     """
     k = cent.shape[0]
-    c = l2_normalize(cent, eps=_ZERO_NORM).astype(np.float32)
+    c = l2_normalize(cent, eps=ZERO_ROWS_ONLY).astype(np.float32)
     rank = np.empty(k, dtype=np.int64)
     seen = np.zeros(k, dtype=bool)
     cur = 0
