@@ -43,7 +43,7 @@ class EmbedConfig:
     # anything else is a local directory or a hub name.
     model: str = "default"
     # encoder: the transformer itself | static: a Model2Vec table distilled from it once
-    # (cached; datasculpt.static), a lookup and a weighted sum per document: ~60x the encoder
+    # (cached; datasculpt.embed.distill), a lookup and a weighted sum per document: ~60x the encoder
     # on a CPU (docs/BENCHMARKS.md)
     kind: str = "encoder"
     static_dir: str | None = None  # static: a ready Model2Vec model instead of distilling

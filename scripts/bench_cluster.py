@@ -25,6 +25,7 @@ import synthetic  # noqa: E402
 from datasculpt.backend import resolve_backend  # noqa: E402
 from datasculpt.cluster import cluster  # noqa: E402
 from datasculpt.config import ClusterConfig  # noqa: E402
+from datasculpt.executors import LocalExecutor  # noqa: E402
 
 
 def planted(n: int, dim: int, n_planted: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         xs = backend.asarray(x)
         t0 = time.perf_counter()
-        res = cluster(xs, n_tokens, args.ctx_len, ClusterConfig(), backend, args.seed)
+        res = cluster(xs, n_tokens, args.ctx_len, ClusterConfig(), backend, args.seed,
+                      LocalExecutor())
         total = time.perf_counter() - t0
         st = res.stats
         rounds = ", ".join(

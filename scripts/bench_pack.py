@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import synthetic  # noqa: E402
 
 from datasculpt.config import PackConfig  # noqa: E402
+from datasculpt.executors import LocalExecutor  # noqa: E402
 from datasculpt.metrics import compute_metrics  # noqa: E402
 from datasculpt.pack.datasculpt import pack_datasculpt  # noqa: E402
 from datasculpt.tokenize import make_units  # noqa: E402
@@ -159,7 +160,9 @@ def main() -> None:
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    packing, stats = pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed)
+    local = LocalExecutor()
+    packing, stats = pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed,
+                                     executor=local)
     seconds = time.perf_counter() - t
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     docs_per_s = args.n_docs / seconds
@@ -173,7 +176,7 @@ def main() -> None:
           f"{emb.nbytes / 2**30:.2f} GiB)")
     if not args.no_trace:
         tracemalloc.start()
-        pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed)
+        pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed, executor=local)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(f"memory: tracemalloc peak of the pack stage {peak / 2**30:.3f} GiB")
@@ -206,7 +209,7 @@ def main() -> None:
         sub_units = make_units(doc_len[sub], args.ctx_len, eos=1)
         t = time.perf_counter()
         x_sub = x[sub] if args.backend == "cpu" else x[cupy.asarray(sub)]
-        pack_datasculpt(sub_units, x_sub, labels[sub], args.ctx_len, cfg)
+        pack_datasculpt(sub_units, x_sub, labels[sub], args.ctx_len, cfg, executor=local)
         ours_sub_s = time.perf_counter() - t
         print(f"original loop: {sub.size:,} docs in {len(chosen)} clusters, {orig_s:.2f}s, "
               f"{orig_rate:,.0f} docs/s ({placed:,} placed; the rest dropped by its K=floor)")

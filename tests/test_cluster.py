@@ -21,15 +21,16 @@ from datasculpt.cluster import (
     _merge,
     _Passes,
     _state,
-    assign_exact,
     auto_k,
     cluster,
     kmeans,
 )
 from datasculpt.config import ClusterConfig, EmbedConfig
 from datasculpt.executors import LocalExecutor
+from datasculpt.vectors import nearest
 
 CPU = resolve_backend("cpu")
+LOCAL = LocalExecutor()
 CTX = 1000
 
 TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
@@ -121,14 +122,14 @@ def test_kmeans_ladder_on_cpu_is_faiss() -> None:
     assert impl == "faiss-cpu"
     assert cent.shape == (4, 32) and np.allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
     assert purity(labels, lab) == 1.0
-    np.testing.assert_array_equal(labels, assign_exact(x, cent))
+    np.testing.assert_array_equal(labels, nearest(x, cent))
 
 
 def test_torch_kmeans_rung_recovers_planted_clusters() -> None:
     """The GPU's last rung is torch; the same code runs on the CPU here."""
     x, lab = planted(5, 80, seed=2)
     cent = _kmeans_torch(x, 5, 20, 0, "cpu", 256).numpy()
-    assert purity(assign_exact(x, cent), lab) >= 0.95
+    assert purity(nearest(x, cent), lab) >= 0.95
 
 
 def test_candidate_assignment_equals_exact_near_a_partition() -> None:
@@ -150,7 +151,7 @@ def test_near_identical_centroids_are_merged() -> None:
     # pairs heavier than max_cluster_tokens stay apart (the split rule would undo them)
     assert _merge(_state(x, tokens, labels, 4), 0.9, 15_000)[1] == 0
 
-    res = cluster(x, tokens, CTX, cfg(k=4, merge_threshold=0.9), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=4, merge_threshold=0.9), CPU, 0, LOCAL)
     assert res.stats["k_initial"] == 4 and res.stats["k"] == 2
     assert res.stats["rounds"][0]["merged"] >= 1
     assert purity(res.labels, lab) == 1.0
@@ -159,18 +160,18 @@ def test_near_identical_centroids_are_merged() -> None:
 def test_bimodal_cluster_is_split() -> None:
     x, lab = planted(2, 150, noise=0.05)
     c = cfg(k=1, split_threshold=0.2)
-    res = cluster(x, np.full(x.shape[0], 100), CTX, c, CPU, 0)
+    res = cluster(x, np.full(x.shape[0], 100), CTX, c, CPU, 0, LOCAL)
     assert res.stats["rounds"][0]["split"] == 1
     assert res.stats["k"] == 2 and purity(res.labels, lab) == 1.0
     assert max(res.stats["spread"]) < 0.2
     # the same data with the default threshold stays one cluster: 1 - |mean| is ~0.29
-    res = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=1, split_threshold=0.55), CPU, 0)
+    res = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=1, split_threshold=0.55), CPU, 0, LOCAL)
     assert res.stats["k"] == 1
 
 
 def test_cluster_heavier_than_max_tokens_is_split() -> None:
     x, _ = planted(1, 400, noise=0.3)
-    res = cluster(x, np.full(400, 100), CTX, cfg(k=1, max_cluster_tokens=12_000), CPU, 0)
+    res = cluster(x, np.full(400, 100), CTX, cfg(k=1, max_cluster_tokens=12_000), CPU, 0, LOCAL)
     assert res.stats["k"] >= 4
     assert max(res.stats["tokens"]) <= 12_000
     assert sum(res.stats["tokens"]) == 40_000
@@ -179,7 +180,7 @@ def test_cluster_heavier_than_max_tokens_is_split() -> None:
 def test_cluster_below_one_window_is_folded() -> None:
     x, lab = planted(3, 60, noise=0.05)
     tokens = np.where(lab == 2, 5, 100)  # cluster 2 holds 300 tokens < one 1000-token window
-    res = cluster(x, tokens, CTX, cfg(k=3), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=3), CPU, 0, LOCAL)
     assert res.stats["rounds"][0]["folded"] == 1
     assert res.stats["k"] == 2
     assert min(res.stats["tokens"]) >= CTX
@@ -189,18 +190,18 @@ def test_cluster_below_one_window_is_folded() -> None:
 def test_stops_on_epsilon_and_runs_to_max_iter_without_it() -> None:
     x, _ = planted(4, 100, noise=0.05)
     tokens = np.full(x.shape[0], 100)
-    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=1e-3, max_iter=10), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=1e-3, max_iter=10), CPU, 0, LOCAL)
     assert res.stats["converged"] and res.stats["iterations"] == 1
     assert res.stats["final_shift"] < 1e-3
-    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=-1.0, max_iter=3), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=-1.0, max_iter=3), CPU, 0, LOCAL)
     assert not res.stats["converged"] and res.stats["iterations"] == 3
 
 
 def test_same_seed_same_labels_in_canonical_order() -> None:
     x, _ = planted(6, 50, noise=0.2, seed=7)
     tokens = np.random.default_rng(0).integers(10, 400, x.shape[0])
-    a = cluster(x, tokens, CTX, cfg(k=6), CPU, seed=3)
-    b = cluster(x.copy(), tokens.copy(), CTX, cfg(k=6), CPU, seed=3)
+    a = cluster(x, tokens, CTX, cfg(k=6), CPU, seed=3, executor=LOCAL)
+    b = cluster(x.copy(), tokens.copy(), CTX, cfg(k=6), CPU, seed=3, executor=LOCAL)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.centroids, b.centroids)
     assert a.labels.dtype == np.int32 and a.centroids.dtype == np.float32
@@ -217,9 +218,9 @@ def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
     extra = -x.mean(axis=0, keepdims=True)  # a centroid no document is nearest to
     cent = np.concatenate([means, extra]).astype(np.float32)
     cent /= np.linalg.norm(cent, axis=1, keepdims=True)
-    ref = _state(x, w, assign_exact(x, cent), 7)  # one pass; drops the empty 7th cluster
-    one, kept_one = _Passes(x, w, CPU, LocalExecutor(), 10**6).state(7, cent=cent)
-    many, kept = _Passes(x, w, CPU, LocalExecutor(), 61).state(7, cent=cent)  # 7 blocks
+    ref = _state(x, w, nearest(x, cent), 7)  # one pass; drops the empty 7th cluster
+    one, kept_one = _Passes(x, w, CPU, LOCAL, 10**6).state(7, cent=cent)
+    many, kept = _Passes(x, w, CPU, LOCAL, 61).state(7, cent=cent)  # 7 blocks
     np.testing.assert_array_equal(kept, np.arange(6))
     np.testing.assert_array_equal(kept_one, kept)
     for st in (one, many):
@@ -229,7 +230,7 @@ def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
     np.testing.assert_array_equal(one.sums, ref.sums)  # one block is the single pass, bit for bit
     np.testing.assert_allclose(many.sums, ref.sums, rtol=1e-5, atol=1e-5)
     # candidate assignment inside the blocks agrees with exact assignment here
-    cand, _ = _Passes(x, w, CPU, LocalExecutor(), 61).state(
+    cand, _ = _Passes(x, w, CPU, LOCAL, 61).state(
         7, labels=lab, cent=cent, nbr=cluster_mod._candidates(cent, 3))
     np.testing.assert_array_equal(cand.labels, lab)
 
@@ -239,9 +240,9 @@ def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch
     tokens = np.random.default_rng(2).integers(10, 600, x.shape[0])
     c = cfg(k=8, task_docs=50, max_iter=4, epsilon=-1.0)
     monkeypatch.setattr(cluster_mod, "host_threads", lambda: 1)
-    serial = cluster(x, tokens, CTX, c, CPU, 0)
+    serial = cluster(x, tokens, CTX, c, CPU, 0, LOCAL)
     monkeypatch.setattr(cluster_mod, "host_threads", lambda: 4)
-    threaded = cluster(x, tokens, CTX, c, CPU, 0)
+    threaded = cluster(x, tokens, CTX, c, CPU, 0, LOCAL)
     assert serial.stats["iterations"] == 4
     np.testing.assert_array_equal(serial.labels, threaded.labels)
     np.testing.assert_array_equal(serial.centroids, threaded.centroids)
@@ -252,16 +253,16 @@ def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch
 )
 def test_tiny_inputs(n: int, k: int | None) -> None:
     x, _ = planted(3, 5, seed=1)
-    res = cluster(x[:n], np.full(n, 2000), CTX, cfg(k=k), CPU, 0)
+    res = cluster(x[:n], np.full(n, 2000), CTX, cfg(k=k), CPU, 0, LOCAL)
     assert res.labels.shape == (n,) and res.labels.min() == 0
     assert res.centroids.shape == (res.stats["k"], 32) and res.stats["k"] <= n
 
 
 def test_identical_vectors_and_empty_input() -> None:
     x = np.tile(np.float32([[0.6, 0.8, 0.0]]), (40, 1))
-    res = cluster(x, np.full(40, 500), CTX, cfg(k=5), CPU, 0)
+    res = cluster(x, np.full(40, 500), CTX, cfg(k=5), CPU, 0, LOCAL)
     assert res.stats["k"] == 1 and (res.labels == 0).all()
-    empty = cluster(np.zeros((0, 3), np.float32), np.zeros(0), CTX, cfg(), CPU, 0)
+    empty = cluster(np.zeros((0, 3), np.float32), np.zeros(0), CTX, cfg(), CPU, 0, LOCAL)
     assert empty.labels.shape == (0,) and empty.stats["k"] == 0
 
 
@@ -288,7 +289,7 @@ def test_topic_corpus_clusters_by_topic(topic_embeddings: tuple) -> None:
     emb, n_tokens, labels = topic_embeddings
     ctx_len = 256
     c = dataclasses.replace(ClusterConfig(), windows_per_cluster=2.0)
-    res = cluster(emb, n_tokens, ctx_len, c, CPU, seed=0)
+    res = cluster(emb, n_tokens, ctx_len, c, CPU, seed=0, executor=LOCAL)
     assert res.stats["kmeans"] == "faiss-cpu"
     assert purity(res.labels, labels, n_tokens) >= 0.85, res.stats
     assert min(res.stats["tokens"]) >= ctx_len  # folded up to one window
@@ -316,7 +317,7 @@ def test_embedded_sample_clusters_by_topic() -> None:
     emb, _ = embed_texts(texts, EmbedConfig(), CPU, progress=False)
     tok = load_tokenizer("default")
     n_tokens = np.asarray([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]])
-    res = cluster(emb, n_tokens, 4096, ClusterConfig(), CPU, seed=0)
+    res = cluster(emb, n_tokens, 4096, ClusterConfig(), CPU, seed=0, executor=LOCAL)
     assert purity(res.labels, truth, n_tokens) >= 0.85, res.stats
 
 
@@ -331,8 +332,8 @@ def test_gpu_kmeans_ladder_and_cluster() -> None:
     assert isinstance(cent, cupy.ndarray) and isinstance(labels, cupy.ndarray)
     assert purity(cupy.asnumpy(labels), lab) >= 0.95
     torch_cent = cupy.asarray(_kmeans_torch(cupy.asarray(x), 8, 20, 0, "cuda", 256))
-    assert purity(cupy.asnumpy(assign_exact(cupy.asarray(x), torch_cent)), lab) >= 0.95
-    res = cluster(cupy.asarray(x), np.full(x.shape[0], 100), CTX, cfg(k=8), gpu, 0)
-    cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0)
+    assert purity(cupy.asnumpy(nearest(cupy.asarray(x), torch_cent)), lab) >= 0.95
+    res = cluster(cupy.asarray(x), np.full(x.shape[0], 100), CTX, cfg(k=8), gpu, 0, LOCAL)
+    cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0, LOCAL)
     assert isinstance(res.labels, np.ndarray) and res.stats["k"] == cpu.stats["k"] == 8
     np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering

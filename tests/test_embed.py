@@ -10,13 +10,8 @@ import pytest
 
 from datasculpt.backend import resolve_backend
 from datasculpt.config import EmbedConfig
-from datasculpt.embed import (
-    _tokenize,
-    embed_texts,
-    l2_normalize,
-    load_model,
-    load_precomputed,
-)
+from datasculpt.embed import embed_texts, l2_normalize, load_model, load_precomputed
+from datasculpt.embed.encoder import _tokenize
 from datasculpt.errors import ConfigError, InputError
 
 CPU = resolve_backend("cpu")
@@ -141,3 +136,15 @@ def test_load_precomputed(tmp_path: Any) -> None:
     garbage.write_bytes(b"not an npy file")
     with pytest.raises(InputError):
         load_precomputed(str(garbage), 5)
+
+
+def test_the_static_embedder_imports_without_model2vec() -> None:
+    # model2vec is the optional extra "static": importing the embedders must not need it.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['model2vec'] = None; "
+            "import datasculpt.embed.static, datasculpt.embed.distill; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

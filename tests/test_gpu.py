@@ -14,6 +14,7 @@ from datasculpt.backend import resolve_backend, to_device
 from datasculpt.cluster import cluster, kmeans
 from datasculpt.config import ClusterConfig, EmbedConfig, PackConfig
 from datasculpt.errors import ConfigError
+from datasculpt.executors import LocalExecutor
 
 pytestmark = pytest.mark.gpu
 
@@ -120,8 +121,8 @@ def test_cluster_stage_on_the_gpu_matches_the_cpu(gpu) -> None:
     x, lab = _planted()
     tokens = np.full(x.shape[0], 100)
     cfg = ClusterConfig(k=8, split_threshold=0.9, task_docs=300)  # several block passes
-    res = cluster(cupy.asarray(x), tokens, 1000, cfg, gpu, 0)
-    cpu = cluster(x, tokens, 1000, cfg, CPU, 0)
+    res = cluster(cupy.asarray(x), tokens, 1000, cfg, gpu, 0, LocalExecutor())
+    cpu = cluster(x, tokens, 1000, cfg, CPU, 0, LocalExecutor())
     assert res.stats["xp"] == "cupy" and res.stats["assign"] == "exact"
     np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering
     assert _same_partition(res.labels, lab)
@@ -162,8 +163,10 @@ def test_packing_kernel_on_cupy_gives_the_numpy_packing(strategy: str) -> None:
     clusters = rng.integers(0, 6, 3000)
     cfg = PackConfig(method="datasculpt", strategy=strategy, max_group=64,
                      remainder_group=256)
-    cpu, cpu_stats = pack_datasculpt(units, emb, clusters, 2048, cfg)
-    dev, dev_stats = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg)
+    local = LocalExecutor()
+    cpu, cpu_stats = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=local)
+    dev, dev_stats = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg,
+                                     executor=local)
     for field in ("seq", "doc", "start", "end"):
         np.testing.assert_array_equal(getattr(cpu, field), getattr(dev, field), err_msg=field)
 
@@ -192,7 +195,7 @@ def test_static_lookup_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
     model2vec = pytest.importorskip("model2vec", reason="embed=static needs the [static] extra")
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from datasculpt.static import StaticTable
+    from datasculpt.embed.static import StaticTable
 
     vocab = {w: i for i, w in enumerate(["[UNK]", *[f"w{i}" for i in range(500)]])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

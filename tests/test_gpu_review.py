@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from datasculpt.backend import gpu_problem, resolve_backend, scatter_add
-from datasculpt.cluster import _rung_unavailable, _RungMissing, kmeans, spherical_lloyd
+from datasculpt.cluster import _rung_unavailable, _RungMissing, kmeans
 from datasculpt.config import EmbedConfig
 from datasculpt.embed import auto_cuda_dtype, embed_texts
 from datasculpt.errors import ConfigError
 from datasculpt.knn import drop_self, knn, search_torch
 from datasculpt.rungs import gpu_warnings
+from datasculpt.vectors import spherical_lloyd
 
 CPU = resolve_backend("cpu")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 
+from datasculpt.executors import LocalExecutor
 from datasculpt.io.ingest import _prefetched, read_and_tokenize
 from datasculpt.io.read import ReadOptions, ReadStats, iter_documents
 from datasculpt.io.token_store import TokenStore
@@ -42,7 +43,7 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
                                            {"docid": "z", "content": "delta epsilon"}])
     opts = ReadOptions()
     corpus, n_tok, stats, _ = read_and_tokenize([a, b], opts, "default", 2, tmp_path,
-                                                progress=False)
+                                                LocalExecutor(), progress=False)
     one = ReadStats()
     docs = list(iter_documents([a, b], opts, one, progress=False))
     assert corpus.docids == [d.docid for d in docs] == ["x", "y", "z"]
@@ -120,7 +121,8 @@ def test_blocked_reading_writes_the_same_store(tmp_path: Path, block_bytes: int)
         out = tmp_path / name
         out.mkdir()
         corpus, n_tok, stats, _ = read_and_tokenize(shards, opts, "default", 64, out,
-                                                    progress=False, block_bytes=size)
+                                                    LocalExecutor(), progress=False,
+                                                    block_bytes=size)
         runs[name] = (corpus, n_tok, stats, out)
     (c1, n1, s1, o1), (c2, n2, s2, o2) = runs["whole"], runs["blocks"]
     one = ReadStats()

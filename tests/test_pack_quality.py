@@ -15,6 +15,7 @@ import pytest
 from datasculpt.backend import resolve_backend
 from datasculpt.cluster import cluster
 from datasculpt.config import ClusterConfig, PackConfig
+from datasculpt.executors import LocalExecutor
 from datasculpt.metrics import compute_metrics
 from datasculpt.pack import pack
 from datasculpt.tokenize import make_units
@@ -24,18 +25,20 @@ CTX_LENS = (2048, 4096, 16384)
 
 def _compare(doc_len: np.ndarray, emb: np.ndarray, labels: np.ndarray, ctx_len: int,
              backend: Any) -> dict[str, dict[str, Any]]:
-    clusters = cluster(emb, doc_len, ctx_len, ClusterConfig(), backend, seed=0).labels
+    local = LocalExecutor()
+    clusters = cluster(emb, doc_len, ctx_len, ClusterConfig(), backend, seed=0,
+                       executor=local).labels
     units = make_units(doc_len, ctx_len, 1)
     out = {}
     for method in ("datasculpt", "concat", "bfd", "iclm"):
         packing, _ = pack(method, units, ctx_len, PackConfig(method=method), 0, backend,
-                          embeddings=emb, clusters=clusters)
+                          embeddings=emb, clusters=clusters, executor=local)
         out[method] = compute_metrics(packing, doc_len, ctx_len, 1, emb, clusters, labels)
     unit, _ = pack("datasculpt", units, ctx_len, PackConfig(method="datasculpt", strategy="unit"),
-                   0, backend, embeddings=emb, clusters=clusters)
+                   0, backend, embeddings=emb, clusters=clusters, executor=local)
     out["unit"] = compute_metrics(unit, doc_len, ctx_len, 1, emb, clusters, labels)
     fill, _ = pack("datasculpt", units, ctx_len, PackConfig(method="datasculpt", mode="fill"), 0,
-                   backend, embeddings=emb, clusters=clusters)
+                   backend, embeddings=emb, clusters=clusters, executor=local)
     out["fill"] = compute_metrics(fill, doc_len, ctx_len, 1, emb, clusters, labels)
     return out
 

@@ -1,4 +1,5 @@
-"""Tests of the window-centric DataSculpt strategy (``datasculpt.pack.window``, the default).
+"""Tests of the window-centric DataSculpt strategy (``pack.window`` and its greedy,
+``pack.window_greedy``; the default strategy).
 
 Two independent readers keep it honest: ``window_reference`` is the greedy written as a plain
 loop over one group (one window at a time, one unit at a time), against which the batched
@@ -17,10 +18,13 @@ from hypothesis import strategies as st
 from test_pack_datasculpt import assert_same, check_packing, corpus, small_input
 
 from datasculpt.config import PackConfig
+from datasculpt.executors import LocalExecutor
 from datasculpt.metrics import compute_metrics
-from datasculpt.pack import window
+from datasculpt.pack import window, window_greedy
 from datasculpt.pack.datasculpt import pack_datasculpt
 from datasculpt.tokenize import make_units
+
+LOCAL = LocalExecutor()
 
 
 def window_cfg(**kw) -> PackConfig:
@@ -95,12 +99,12 @@ def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_grou
         embs.append(emb)
     lens = np.concatenate(lens_all).astype(np.int64)
     rows = np.concatenate(embs)
-    members, g_first, g_count = window._groups(groups)
+    members, g_first, g_count = window_greedy.groups(groups)
     k_win = np.maximum(1, np.add.reduceat(lens[members], g_first) // ctx_len)
     # dense: the GPU's sync-free window opening, run here through NumPy.
     for dense in (False, True):
-        win, step = window._solve(np, rows, lens, members, g_first, g_count, k_win, ctx_len,
-                                  fit_bias, dense=dense, diversity=diversity)
+        win, step = window_greedy.solve(np, rows, lens, members, g_first, g_count, k_win,
+                                        ctx_len, fit_bias, dense=dense, diversity=diversity)
         for i, g in enumerate(groups):
             ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
                                                   fit_bias, diversity)
@@ -120,8 +124,8 @@ def test_window_never_overflows_and_takes_the_most_similar_unit():
     emb = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
     win, _ = window_reference(lens, emb, 1, 10, 0.0)
     assert win == [0, -1, 0, -1, -1]  # 6 + 4 (the similar 4, not the first 4) = 10
-    members, g_first, g_count = window._groups([np.arange(5)])
-    got, _ = window._solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10, 0.0)
+    members, g_first, g_count = window_greedy.groups([np.arange(5)])
+    got, _ = window_greedy.solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10, 0.0)
     assert got.tolist() == win
 
 
@@ -145,7 +149,7 @@ def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, m
     units, emb, clusters = small_input(p)
     cfg = window_cfg(mode=mode, max_group=max_group, remainder_group=remainder_group,
                      max_waste=max_waste)
-    packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)
+    packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg, executor=LOCAL)
     mine = check_packing(packing, units, p["ctx_len"], emb)
     assert stats["sequences"] == mine["n_sequences"]
     m = compute_metrics(packing, units.doc_len, p["ctx_len"], units.eos, emb)
@@ -155,7 +159,8 @@ def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, m
                             packing.end.tolist(), strict=True))
         assert placed == sorted(zip(units.doc.tolist(), units.start.tolist(),
                                     units.end.tolist(), strict=True))
-    assert_same(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)[0])
+    assert_same(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg,
+                                         executor=LOCAL)[0])
 
 
 def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
@@ -166,7 +171,7 @@ def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
     outs = []
     for n in (1, 3):
         monkeypatch.setattr(window, "_workers", lambda xp, n=n: n)
-        outs.append(pack_datasculpt(units, emb, labels, 1024, cfg)[0])
+        outs.append(pack_datasculpt(units, emb, labels, 1024, cfg, executor=LOCAL)[0])
     assert_same(*outs)
 
 
@@ -175,7 +180,8 @@ def test_large_clusters_are_split_and_still_packed_well():
     ctx_len = 4096
     doc_len, emb, labels = corpus(4000, ctx_len, 3, 32, seed=2, median=300)
     units = make_units(doc_len, ctx_len, 1)
-    packing, stats = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(max_group=64))
+    packing, stats = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(max_group=64),
+                                     executor=LOCAL)
     assert stats["groups"] > 3 * (4000 // 64) // 2
     mine = check_packing(packing, units, ctx_len, emb)
     assert mine["truncation_rate"] == 0.0
@@ -200,7 +206,7 @@ def test_window_beats_unit_on_relevance_and_purity_on_a_topic_corpus():
     got = {}
     for strategy in ("window", "unit"):
         cfg = PackConfig(method="datasculpt", strategy=strategy)
-        packing, _ = pack_datasculpt(units, emb, clusters, ctx_len, cfg)
+        packing, _ = pack_datasculpt(units, emb, clusters, ctx_len, cfg, executor=LOCAL)
         got[strategy] = compute_metrics(packing, doc_len, ctx_len, 1, emb, clusters, topic)
     w, u = got["window"], got["unit"]
     assert w["lost_tokens"] == w["duplicated_tokens"] == w["overlong_sequences"] == 0
@@ -229,6 +235,6 @@ def test_cupy_kernel_gives_the_numpy_packing():
     emb = rng.integers(-2, 3, (3000, 16)).astype(np.float32)
     clusters = rng.integers(0, 6, 3000)
     cfg = window_cfg(max_group=64, remainder_group=256)
-    cpu, _ = pack_datasculpt(units, emb, clusters, 2048, cfg)
-    gpu, _ = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg)
+    cpu, _ = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
+    gpu, _ = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg, executor=LOCAL)
     assert_same(cpu, gpu)

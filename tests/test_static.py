@@ -14,8 +14,9 @@ pytest.importorskip("model2vec.distill", reason="embed=static needs the [static]
 
 import datasculpt  # noqa: E402
 from datasculpt.config import EmbedConfig, validate  # noqa: E402
+from datasculpt.embed.distill import MARKER, cache_root  # noqa: E402
+from datasculpt.embed.static import StaticTable, static_model_dir  # noqa: E402
 from datasculpt.errors import ConfigError  # noqa: E402
-from datasculpt.static import MARKER, StaticTable, cache_root, static_model_dir  # noqa: E402
 
 WORDS = {t: [f"{t}{i}" for i in range(12)] for t in ("astro", "cook", "law", "code")}
 
@@ -59,13 +60,13 @@ def _cfg(model: Path, **kw) -> EmbedConfig:
 def test_distilled_once_then_reused(tiny_encoder: Path, cache: Path, caplog) -> None:
     import logging
 
-    with caplog.at_level(logging.INFO, logger="datasculpt.static"):
+    with caplog.at_level(logging.INFO, logger="datasculpt.embed.distill"):
         first = static_model_dir(_cfg(tiny_encoder))
     assert first.parent == cache_root() and str(cache) in str(first)
     assert "distilling" in caplog.text
     mtime = (first / MARKER).stat().st_mtime_ns
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="datasculpt.static"):
+    with caplog.at_level(logging.INFO, logger="datasculpt.embed.distill"):
         again = static_model_dir(_cfg(tiny_encoder))
     assert again == first and "distilling" not in caplog.text
     assert (first / MARKER).stat().st_mtime_ns == mtime

@@ -65,7 +65,7 @@ def _center(rows: np.ndarray) -> float:
     the mean's norm. Static vectors share a large common direction (the frequent tokens every
     document holds: two random documents of the dev corpus have cosine 0.57, against 0.16 with
     the encoder), which squeezes every similarity the clustering thresholds read."""
-    from datasculpt.embed import l2_normalize
+    from datasculpt.vectors import l2_normalize
 
     total = np.zeros(rows.shape[1], dtype=np.float64)
     for lo in range(0, rows.shape[0], CHUNK):
@@ -108,7 +108,7 @@ def _encoded(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[s
     if cfg.kind == "encoder" and not backend.is_gpu:
         suggest_static(n)
     if cfg.kind == "static":
-        from datasculpt.static import StaticEncoder, static_model_dir
+        from datasculpt.embed.static import StaticEncoder, static_model_dir
 
         model = StaticEncoder
         model_kwargs["model_dir"] = str(static_model_dir(cfg))
@@ -134,7 +134,7 @@ def _encoded(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[s
     if done != n:
         raise InputError(f"embed: {done} of {n} documents came back")
     stats = {**stats, "model": str(cfg.model), "kind": str(cfg.kind), "n": n,
-             "workers": "ray actors" if run.executor.name == "ray" else backend.name,
+             "workers": run.executor.workers,
              "rung": ", ".join(sorted(rungs))}
     if cfg.kind == "static":
         stats["mean_removed"] = _center(rows)

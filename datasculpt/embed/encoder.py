@@ -1,4 +1,4 @@
-"""The embed stage: documents -> L2-normalised ``N x D`` float32 vectors (DESIGN §2.3).
+"""The transformer encoder: documents -> L2-normalised ``N x D`` float32 vectors.
 
 A transformers encoder with mean pooling over the attention mask (or the CLS vector), run under
 ``torch.inference_mode()`` in fp32 on CPU and bf16/fp16 on CUDA. Throughput comes from padding:
@@ -12,57 +12,27 @@ CuPy through DLPack).
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from datasculpt.backend import Backend, xp_of
-from datasculpt.errors import ConfigError, InputError
+from datasculpt.backend import Backend
+from datasculpt.embed.batch import vector_batch
+from datasculpt.embed.clip import clipped_ids
+from datasculpt.errors import ConfigError
 from datasculpt.models import resolve_model_path
 from datasculpt.progress import progress_bar
+from datasculpt.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
-# A WordPiece/BPE token covers at least one character and rarely more than a dozen, so a text
-# clipped at a whitespace after this many characters per token of max_length still saturates
-# max_length with the same tokens as the full text; unsaturated clips are re-tokenized in full.
-_CHARS_PER_TOKEN = 16
 # Documents tokenized together; each chunk is re-sorted by token count before batching.
 _BATCHES_PER_CHUNK = 32
 
 _MODELS: dict[tuple[str, str, str, bool], tuple[Any, Any]] = {}
-
-
-def l2_normalize(x: Any, eps: float = 1e-12) -> Any:
-    """Rows scaled to unit L2 norm (NumPy or CuPy); all-zero rows stay zero."""
-    xp = xp_of(x)
-    norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
-    return x / xp.maximum(norms, eps)
-
-
-def load_precomputed(path: str, n: int | None) -> np.ndarray:
-    """Memory-map an ``N x D`` ``.npy`` of precomputed embeddings aligned with the documents."""
-    path = os.path.expanduser(str(path))
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except FileNotFoundError:
-        raise InputError(f"precomputed embeddings not found: {path}") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read precomputed embeddings {path}: {exc}") from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2:
-        shape = getattr(arr, "shape", None)
-        raise InputError(f"precomputed embeddings {path} must be a 2-D array, got shape {shape}")
-    if n is not None and arr.shape[0] != n:
-        raise InputError(
-            f"precomputed embeddings {path} have {arr.shape[0]} rows, the corpus {n} documents"
-        )
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"precomputed embeddings {path} are not numeric (dtype {arr.dtype})")
-    return arr
 
 
 def auto_cuda_dtype(capability: tuple[int, int]) -> torch.dtype:
@@ -105,29 +75,6 @@ def load_model(model: str, device: str, dtype: torch.dtype, trust_remote_code: b
     return _MODELS[key]
 
 
-def _clip(text: str, n_chars: int) -> str:
-    """Cut a long text at a whitespace near ``n_chars``, where no token can straddle the cut."""
-    if len(text) <= n_chars:
-        return text
-    cut = max(text.rfind(" ", 0, n_chars), text.rfind("\n", 0, n_chars))
-    return text[: cut if cut > 0 else n_chars]
-
-
-def clipped_ids(encode: Callable[[list[str]], list[list[int]]], texts: list[str],
-                max_length: int, chars_per_token: int = _CHARS_PER_TOKEN) -> list[list[int]]:
-    """The first ``max_length`` ids ``encode`` gives each text, computed on texts clipped at a
-    whitespace after ``chars_per_token * max_length`` characters: a long document costs the
-    tokenizer its first pages, not all of it. A clip that falls short of ``max_length`` ids is
-    encoded again in full, so the ids are always the full text's."""
-    clipped = [_clip(t, max_length * chars_per_token) for t in texts]
-    ids = [x[:max_length] for x in encode(clipped)]
-    redo = [i for i, (t, c, x) in enumerate(zip(texts, clipped, ids, strict=True))
-            if len(c) < len(t) and len(x) < max_length]
-    if redo:
-        for i, x in zip(redo, encode([texts[i] for i in redo]), strict=True):
-            ids[i] = x[:max_length]
-    return ids
-
 
 def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[list[int]]:
     """Truncated input ids (special tokens included) of ``texts``, computed on clipped texts."""
@@ -151,7 +98,7 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tenso
     else:
         m = mask.unsqueeze(-1).to(hidden.dtype)
         vec = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(vec, p=2.0, dim=1)
+    return l2_normalize(vec)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -246,11 +193,6 @@ class Encoder:
         self.backend = resolve_backend(backend)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from datasculpt.backend import to_numpy
-
         vec, stats = embed_texts(list(batch["text"]), self.cfg, self.backend, progress=False)
-        n = len(batch["row"])
-        # Where the encoder ran, per row (a batch column): the stage reports it as its rung.
-        return {"row": np.asarray(batch["row"], dtype=np.int64),
-                "vec": to_numpy(vec).astype(np.float32, copy=False),
-                "rung": np.full(n, f"torch-{stats['device']}/{stats['dtype']}")}
+        return vector_batch(batch["row"], vec, f"torch-{stats['device']}/{stats['dtype']}")
+
