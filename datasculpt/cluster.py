@@ -1,4 +1,4 @@
-"""The cluster stage: spherical k-means, then ISODATA refinement.
+"""Clustering: spherical k-means, then ISODATA refinement.
 
 k-means gives a first partition; each ISODATA round then (1) assigns every document to its
 nearest centroid, (2) recomputes centroids as normalised means and measures how far they moved,

@@ -1,7 +1,8 @@
 """The configuration schema, registered with Hydra's ConfigStore and validated once per run.
 
-Stages receive only their own node (``cfg.embed``, ``cfg.pack``, ...); after ``validate`` the
-code trusts its config.
+Every key, its default and what it does are written here once (the option files under
+``conf/`` set only what an option changes); a stage declares which keys it reads
+(``datasculpt.runner.Stage.reads``). After ``validate`` the code trusts its config.
 """
 
 from __future__ import annotations

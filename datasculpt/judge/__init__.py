@@ -1,4 +1,4 @@
-"""The judge stage: does a packing help a language model? (``judge.enabled=true``)
+"""The judge: does a packing help a language model? (``judge.enabled=true``)
 
 Relevance and purity are proxies; the judge measures the thing itself with a real causal LM:
 how many nats a window's context saves on each of its pieces (``gain``), near-duplicate
