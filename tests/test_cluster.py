@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import planted, purity
 
 import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
@@ -92,24 +93,6 @@ def topic_corpus(per_topic: int = 25, seed: int = 0) -> tuple[list[str], np.ndar
             labels.append(t)
     order = rng.sample(range(len(texts)), len(texts))
     return [texts[i] for i in order], np.asarray(labels)[order]
-
-
-def planted(k: int, per: int, d: int = 32, noise: float = 0.05, seed: int = 0) -> tuple:
-    """Unit vectors around ``k`` random orthogonal-ish directions; returns (x, true labels)."""
-    rng = np.random.default_rng(seed)
-    dirs = np.linalg.qr(rng.normal(size=(d, d)))[0][:k]
-    lab = np.repeat(np.arange(k), per)
-    x = dirs[lab] + noise * rng.normal(size=(lab.size, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), lab
-
-
-def purity(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None) -> float:
-    """Token-weighted share of each predicted cluster's majority label."""
-    w = np.ones(pred.size) if weight is None else np.asarray(weight, float)
-    table = np.zeros((pred.max() + 1, truth.max() + 1))
-    np.add.at(table, (pred, truth), w)
-    return float(table.max(axis=1).sum() / w.sum())
 
 
 def cfg(**kw: Any) -> ClusterConfig:

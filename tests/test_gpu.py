@@ -172,7 +172,7 @@ def test_packing_kernel_on_cupy_gives_the_numpy_packing(strategy: str) -> None:
 
 
 def test_end_to_end_run_on_the_gpu(tmp_path: Path) -> None:
-    from conftest import check_contract, run_cli
+    from helpers import check_contract, run_cli
 
     proc = run_cli("backend=gpu", "ctx_len=4096", f"output_dir={tmp_path / 'run'}",
                    f"embed.model={MODEL}", f"tokenizer={MODEL}", "report.plots=false",

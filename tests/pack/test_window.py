@@ -13,9 +13,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import (
+    assert_same_packing,
+    check_packing,
+    packing_corpus,
+    small_packing_input,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_pack_datasculpt import assert_same, check_packing, corpus, small_input
 
 from datasculpt.config import PackConfig
 from datasculpt.executors import LocalExecutor
@@ -146,7 +151,7 @@ small = st.fixed_dictionaries({
        remainder_group=st.sampled_from([2, 7, 1024]),
        max_waste=st.sampled_from([0.0, 0.005, 1.0]))
 def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, max_waste):
-    units, emb, clusters = small_input(p)
+    units, emb, clusters = small_packing_input(p)
     cfg = window_cfg(mode=mode, max_group=max_group, remainder_group=remainder_group,
                      max_waste=max_waste)
     packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg, executor=LOCAL)
@@ -159,26 +164,26 @@ def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, m
                             packing.end.tolist(), strict=True))
         assert placed == sorted(zip(units.doc.tolist(), units.start.tolist(),
                                     units.end.tolist(), strict=True))
-    assert_same(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg,
+    assert_same_packing(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg,
                                          executor=LOCAL)[0])
 
 
 def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
     # Many batches and remainder runs: the thread pool is used, and must change nothing.
-    doc_len, emb, labels = corpus(4000, 1024, 40, 16, seed=7, median=150)
+    doc_len, emb, labels = packing_corpus(4000, 1024, 40, 16, seed=7, median=150)
     units = make_units(doc_len, 1024, 1)
     cfg = window_cfg(max_group=16, remainder_group=32, task_units=300)
     outs = []
     for n in (1, 3):
         monkeypatch.setattr(window, "_workers", lambda xp, n=n: n)
         outs.append(pack_datasculpt(units, emb, labels, 1024, cfg, executor=LOCAL)[0])
-    assert_same(*outs)
+    assert_same_packing(*outs)
 
 
 def test_large_clusters_are_split_and_still_packed_well():
     # 3 clusters of ~1,300 units: every cluster is split (max_group 64) and packed in parts.
     ctx_len = 4096
-    doc_len, emb, labels = corpus(4000, ctx_len, 3, 32, seed=2, median=300)
+    doc_len, emb, labels = packing_corpus(4000, ctx_len, 3, 32, seed=2, median=300)
     units = make_units(doc_len, ctx_len, 1)
     packing, stats = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(max_group=64),
                                      executor=LOCAL)
@@ -237,4 +242,4 @@ def test_cupy_kernel_gives_the_numpy_packing():
     cfg = window_cfg(max_group=64, remainder_group=256)
     cpu, _ = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
     gpu, _ = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg, executor=LOCAL)
-    assert_same(cpu, gpu)
+    assert_same_packing(cpu, gpu)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import check_contract, read_sequences, run_cli, write_jsonl
+from helpers import check_contract, read_sequences, run_cli, write_jsonl
 
 import datasculpt
 from datasculpt.tokenize import make_units  # noqa: F401 - imported to fail fast on a broken install

@@ -4,7 +4,6 @@ near-duplicate split, the aggregation, the ways a model is found offline, and th
 from __future__ import annotations
 
 import copy
-import gzip
 import json
 import math
 import os
@@ -15,9 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
-from datasculpt.data import SAMPLE_PATH
 from datasculpt.errors import ConfigError
 from datasculpt.judge import lm as lm_mod
 from datasculpt.judge.gain import (
@@ -34,22 +32,6 @@ from datasculpt.judge.near_dup import near_duplicates
 from datasculpt.types import Packing
 
 SHORT = GainSettings(max_tokens=384)
-
-
-@pytest.fixture(scope="session")
-def judge_lm() -> Any:
-    return lm_mod.load_judge("smollm2", "cpu", "fp32")
-
-
-@pytest.fixture(scope="session")
-def sample_docs() -> dict[str, list[str]]:
-    """The embedded sample's texts by topic (real files of the repository, no network)."""
-    by_topic: dict[str, list[str]] = {}
-    with gzip.open(SAMPLE_PATH, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            by_topic.setdefault(rec["topic"], []).append(rec["content"])
-    return by_topic
 
 
 def _edit(text: str) -> str:

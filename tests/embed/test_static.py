@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_contract, write_jsonl
+from helpers import TINY_WORDS, check_contract, write_jsonl
 
 pytest.importorskip("model2vec.distill", reason="embed=static needs the [static] extra")
 
@@ -18,51 +18,17 @@ from datasculpt.embed.distill import MARKER, cache_root  # noqa: E402
 from datasculpt.embed.static import StaticTable, static_model_dir  # noqa: E402
 from datasculpt.errors import ConfigError  # noqa: E402
 
-WORDS = {t: [f"{t}{i}" for i in range(12)] for t in ("astro", "cook", "law", "code")}
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A BERT encoder with a 120-token WordPiece vocabulary trained here and random weights:
-    distilling it runs model2vec for real in a second instead of minutes for MiniLM."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("tiny_encoder")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    corpus = [" ".join(ws) for ws in WORDS.values()] * 20
-    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
-        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    fast.save_pretrained(root)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=128)).save_pretrained(root)
-    return root
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "xdg"
-
 
 def _cfg(model: Path, **kw) -> EmbedConfig:
     return EmbedConfig(model=str(model), kind="static", pca_dims=16, max_length=512, **kw)
 
 
-def test_distilled_once_then_reused(tiny_encoder: Path, cache: Path, caplog) -> None:
+def test_distilled_once_then_reused(tiny_encoder: Path, static_cache: Path, caplog) -> None:
     import logging
 
     with caplog.at_level(logging.INFO, logger="datasculpt.embed.distill"):
         first = static_model_dir(_cfg(tiny_encoder))
-    assert first.parent == cache_root() and str(cache) in str(first)
+    assert first.parent == cache_root() and str(static_cache) in str(first)
     assert "distilling" in caplog.text
     mtime = (first / MARKER).stat().st_mtime_ns
     caplog.clear()
@@ -75,7 +41,7 @@ def test_distilled_once_then_reused(tiny_encoder: Path, cache: Path, caplog) -> 
                                         pca_dims=8)) != first
 
 
-def test_a_damaged_cache_entry_is_distilled_again(tiny_encoder: Path, cache: Path) -> None:
+def test_a_damaged_cache_entry_is_distilled_again(tiny_encoder: Path, static_cache: Path) -> None:
     path = static_model_dir(_cfg(tiny_encoder))
     good = StaticTable(path, "cpu").table.numpy().copy()
     listed = json.loads((path / MARKER).read_text())["files"]
@@ -90,7 +56,7 @@ def test_a_damaged_cache_entry_is_distilled_again(tiny_encoder: Path, cache: Pat
     assert (static_model_dir(_cfg(tiny_encoder)) / MARKER).exists()
 
 
-def test_lookup_equals_model2vec_encode(tiny_encoder: Path, cache: Path) -> None:
+def test_lookup_equals_model2vec_encode(tiny_encoder: Path, static_cache: Path) -> None:
     from model2vec import StaticModel
 
     path = static_model_dir(_cfg(tiny_encoder))
@@ -107,7 +73,7 @@ def test_lookup_equals_model2vec_encode(tiny_encoder: Path, cache: Path) -> None
 
 
 @pytest.mark.parametrize("term_weight", ["sqrt", "log"])
-def test_term_weights_damp_repeated_tokens(tiny_encoder: Path, cache: Path,
+def test_term_weights_damp_repeated_tokens(tiny_encoder: Path, static_cache: Path,
                                            term_weight: str) -> None:
     """Each document's vector is the normalised sum of its distinct tokens' rows, weighted by
     sqrt(count) or 1 + log(count): recomputed here from the table token by token."""
@@ -135,19 +101,19 @@ def test_term_weights_damp_repeated_tokens(tiny_encoder: Path, cache: Path,
         validate(datasculpt.default_config(**{"embed.term_weight": "tfidf"}))
 
 
-def test_a_missing_static_dir_or_hub_model_is_a_config_error(cache: Path) -> None:
+def test_a_missing_static_dir_or_hub_model_is_a_config_error(static_cache: Path) -> None:
     with pytest.raises(ConfigError, match="not a Model2Vec model"):
-        static_model_dir(EmbedConfig(kind="static", static_dir=str(cache / "nope")))
+        static_model_dir(EmbedConfig(kind="static", static_dir=str(static_cache / "nope")))
     with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
         static_model_dir(EmbedConfig(kind="static", model="no-such-org/no-such-model"))
 
 
-def test_static_run_and_its_resume_rules(tiny_encoder: Path, cache: Path,
+def test_static_run_and_its_resume_rules(tiny_encoder: Path, static_cache: Path,
                                          tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    topics = list(WORDS)
+    topics = list(TINY_WORDS)
     recs = [{"docid": f"d{i}", "topic": topics[i % 4],
-             "content": " ".join(rng.choice(WORDS[topics[i % 4]], int(rng.integers(20, 400))))}
+             "content": " ".join(rng.choice(TINY_WORDS[topics[i % 4]], int(rng.integers(20, 400))))}
             for i in range(120)]
     write_jsonl(tmp_path / "in.jsonl", recs)
     base = {"input": str(tmp_path / "in.jsonl"), "ctx_len": 1024, "label_key": "topic",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from datasculpt.executors import LocalExecutor
 from datasculpt.io.ingest import _prefetched, read_and_tokenize

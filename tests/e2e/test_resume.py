@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 ARGS = ["pack=datasculpt", "ctx_len=4096", "report.plots=false", "report.progress=false"]
 

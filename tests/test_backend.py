@@ -142,7 +142,7 @@ def test_host_rungs_of_a_gpu_run_are_warnings() -> None:
 def test_the_report_says_where_each_stage_ran(tmp_path) -> None:
     import json
 
-    from conftest import write_jsonl
+    from helpers import write_jsonl
 
     import datasculpt
 

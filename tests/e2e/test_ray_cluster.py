@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_contract, write_jsonl
+from helpers import check_contract, write_jsonl
 
 import datasculpt
 from datasculpt.errors import ConfigError
