@@ -156,6 +156,15 @@ def run_pipeline(tmp: Path, docs: list[dict[str, str]], **over: Any) -> tuple[Pa
 # ------------------------------------------------------------------ packings
 
 
+def length_corpora() -> Any:
+    """A hypothesis strategy: ``(document lengths, ctx_len, eos)``, lengths up to 3,000
+    tokens and ctx_len from 8 to 2,048, so that many documents are longer than a window."""
+    from hypothesis import strategies as st
+
+    return st.tuples(st.lists(st.integers(1, 3000), min_size=1, max_size=60),
+                     st.integers(8, 2048), st.integers(0, 1))
+
+
 def packing_corpus(n_docs: int, ctx_len: int, n_clusters: int, dim: int, seed: int,
                    median: float = 600.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-normal lengths (heavy tail, clipped to 4 windows), planted-topic unit embeddings;

@@ -1,4 +1,6 @@
-"""Reliability: killed runs resume to the same bytes, reruns reuse what did not change."""
+"""End to end: killed runs (SIGKILL, from outside or at an injected fault point) resume to the
+same bytes; reruns through the command line reuse what did not change. In-process, a stage
+that failed: tests/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from helpers import run_cli
+
+pytestmark = pytest.mark.slow
 
 ARGS = ["pack=datasculpt", "ctx_len=4096", "report.plots=false", "report.progress=false"]
 

@@ -1,4 +1,5 @@
-"""embed: the packaged MiniLM encoder, batched by length, equals sentence-transformers."""
+"""embed.encoder: the packaged MiniLM encoder, batched by length, equals sentence-transformers;
+its dtype choice, its out-of-memory halving, and the same on a real GPU."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from helpers import GPU_TEST_MODEL
 
+import datasculpt.embed.encoder as encoder_mod
 from datasculpt.backend import resolve_backend
 from datasculpt.config import EmbedConfig
-from datasculpt.embed import embed_texts, l2_normalize, load_model, load_precomputed
+from datasculpt.embed import auto_cuda_dtype, embed_texts, load_model
 from datasculpt.embed.encoder import _tokenize
-from datasculpt.errors import ConfigError, InputError
+from datasculpt.errors import ConfigError
 
 CPU = resolve_backend("cpu")
 
@@ -76,7 +80,7 @@ def test_cls_pooling_is_normalised_and_differs(cfg: EmbedConfig, embedded: tuple
 
 
 def test_clipped_tokenization_is_exact(cfg: EmbedConfig) -> None:
-    tok, _ = load_model("default", "cpu", __import__("torch").float32)
+    tok, _ = load_model("default", "cpu", torch.float32)
     texts = [
         "alpha beta " * 5000,  # clipped at a space and saturated
         " " * 20000 + "tail words after a long run of spaces",  # clip does not saturate
@@ -89,11 +93,13 @@ def test_clipped_tokenization_is_exact(cfg: EmbedConfig) -> None:
 
 
 def test_model_is_cached_per_device_and_dtype() -> None:
-    import torch
-
     a = load_model("default", "cpu", torch.float32)
     b = load_model("default", "cpu", torch.float32)
-    assert a[1] is b[1]
+    assert a[1] is b[1] and a[0] is b[0]
+    half = load_model("default", "cpu", torch.bfloat16)
+    assert half[1] is not a[1]
+    assert {p.dtype for p in half[1].parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in a[1].parameters()} == {torch.float32}
 
 
 def test_missing_model_path_is_one_line_config_error(tmp_path: Any) -> None:
@@ -103,48 +109,86 @@ def test_missing_model_path_is_one_line_config_error(tmp_path: Any) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_l2_normalize_keeps_zero_rows() -> None:
-    x = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
-    np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0]])
+@pytest.mark.parametrize(("capability", "dtype"), [
+    ((6, 0), torch.float16), ((7, 0), torch.float16), ((7, 5), torch.float16),
+    ((8, 0), torch.bfloat16), ((8, 9), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_auto_dtype_uses_bf16_only_where_it_is_native(capability, dtype) -> None:
+    # T4 (7.5) and V100 (7.0) emulate bf16, which is_bf16_supported() counts as support.
+    assert auto_cuda_dtype(capability) == dtype
 
 
-def test_load_precomputed(tmp_path: Any) -> None:
-    good = tmp_path / "emb.npy"
-    np.save(good, np.ones((5, 3), np.float32))
-    arr = load_precomputed(str(good), 5)
-    assert arr.shape == (5, 3) and isinstance(arr, np.memmap)
-
-    for bad, n, msg in [
-        (good, 4, "5 rows"),
-        (tmp_path / "missing.npy", 5, "not found"),
-    ]:
-        with pytest.raises(InputError, match=msg) as err:
-            load_precomputed(str(bad), n)
-        assert "\n" not in str(err.value)
-
-    flat = tmp_path / "flat.npy"
-    np.save(flat, np.ones(5, np.float32))
-    with pytest.raises(InputError, match="2-D"):
-        load_precomputed(str(flat), 5)
-
-    pickled = tmp_path / "obj.npy"
-    np.save(pickled, np.array([{"a": 1}] * 5, dtype=object), allow_pickle=True)
-    with pytest.raises(InputError, match="cannot read"):
-        load_precomputed(str(pickled), 5)
-
-    garbage = tmp_path / "garbage.npy"
-    garbage.write_bytes(b"not an npy file")
-    with pytest.raises(InputError):
-        load_precomputed(str(garbage), 5)
+def test_embed_reports_the_models_real_dtype() -> None:
+    texts = ["a short text", "another one about cooking"]
+    _, stats = embed_texts(texts, EmbedConfig(dtype="bf16"), CPU, progress=False)
+    assert stats["dtype"] == "bfloat16"
+    _, stats = embed_texts(texts, EmbedConfig(), CPU, progress=False)
+    assert stats["dtype"] == "float32"
 
 
-def test_the_static_embedder_imports_without_model2vec() -> None:
-    # model2vec is the optional extra "static": importing the embedders must not need it.
-    import subprocess
-    import sys
+def _oom_above(limit: int, calls: list[int]):
+    """``_encode`` that raises a real torch OutOfMemoryError for batches over ``limit``."""
+    real = encoder_mod._encode
 
-    code = ("import sys; sys.modules['model2vec'] = None; "
-            "import datasculpt.embed.static, datasculpt.embed.distill; print('ok')")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    def encode(model, arr, mask, device, pooling, retry):
+        calls.append(arr.shape[0])
+        if arr.shape[0] > limit:
+            try:
+                raise torch.OutOfMemoryError("injected")
+            except torch.OutOfMemoryError:
+                if retry:
+                    return None
+                raise
+        return real(model, arr, mask, device, pooling, retry)
+
+    return encode
+
+
+def test_an_out_of_memory_batch_is_halved_until_it_fits(monkeypatch, caplog) -> None:
+    """The halving is the same code on every device: here on the CPU, with the OOM injected."""
+    import logging
+
+    texts = [f"document {i} about {'cooking' if i % 2 else 'football'} " * (1 + i % 7)
+             for i in range(20)]
+    cfg = EmbedConfig(batch_size=8)
+    ref, _ = embed_texts(texts, cfg, CPU, progress=False)
+    calls: list[int] = []
+    monkeypatch.setattr(encoder_mod, "_encode", _oom_above(2, calls))
+    with caplog.at_level(logging.WARNING, logger="datasculpt.embed.encoder"):
+        halved, stats = embed_texts(texts, cfg, CPU, progress=False)
+    assert stats["batch_size"] == 2 and calls[:3] == [8, 4, 2]
+    assert sum(c for c in calls if c <= 2) == len(texts)  # every text embedded once
+    assert caplog.text.count("retrying with batch size") == 2
+    np.testing.assert_allclose(halved, ref, atol=1e-5)
+    # batch size 1 has nothing to halve to: the error is raised, not retried forever
+    monkeypatch.setattr(encoder_mod, "_encode", _oom_above(0, []))
+    with pytest.raises(torch.OutOfMemoryError):
+        embed_texts(texts[:2], EmbedConfig(batch_size=1), CPU, progress=False)
+
+
+@pytest.mark.gpu
+def test_embed_bf16_and_oom_halving(gpu_backend, monkeypatch) -> None:
+    import cupy
+
+    texts = [f"document {i} about {'cooking' if i % 2 else 'football'} " * (1 + i % 7)
+             for i in range(40)]
+    cfg = EmbedConfig(batch_size=8, model=GPU_TEST_MODEL)
+    fp32_cfg = EmbedConfig(batch_size=8, model=GPU_TEST_MODEL, dtype="fp32")
+    ref, _ = embed_texts(texts, fp32_cfg, CPU, progress=False)
+    emb, stats = embed_texts(texts, cfg, gpu_backend, progress=False)
+    assert isinstance(emb, cupy.ndarray) and emb.dtype == cupy.float32
+    major = torch.cuda.get_device_capability()[0]
+    assert stats["device"] == "cuda"
+    assert stats["dtype"] == ("bfloat16" if major >= 8 else "float16")
+    assert float((cupy.asnumpy(emb) * ref).sum(axis=1).min()) > 0.99  # bf16/fp16 vs fp32
+    fp32, _ = embed_texts(texts, fp32_cfg, gpu_backend, progress=False)
+    assert float((cupy.asnumpy(fp32) * ref).sum(axis=1).min()) > 1 - 1e-4
+    fp16, stats16 = embed_texts(texts, EmbedConfig(batch_size=8, model=GPU_TEST_MODEL,
+                                                   dtype="fp16"), gpu_backend, progress=False)
+    assert stats16["dtype"] == "float16"  # the path auto takes on T4/V100
+    assert float((cupy.asnumpy(fp16) * ref).sum(axis=1).min()) > 0.99
+
+    calls: list[int] = []
+    monkeypatch.setattr(encoder_mod, "_encode", _oom_above(2, calls))
+    halved, stats = embed_texts(texts, cfg, gpu_backend, progress=False)
+    assert stats["batch_size"] == 2 and calls[:3] == [8, 4, 2]
+    np.testing.assert_allclose(cupy.asnumpy(halved), cupy.asnumpy(emb), atol=2e-2)

@@ -1,61 +1,32 @@
-"""embed=static: distilled once with model2vec from a real (tiny, random-weight) encoder,
-cached and checked, embedded by an embedding-bag lookup equal to model2vec's own encode."""
+"""embed.static: the embedding-bag lookup of a Model2Vec table (``embed=static``) equals
+model2vec's own encode, weighs repeated tokens down, runs the same on a GPU, and imports
+without the optional extra. The tables come from a real (tiny, random-weight) encoder,
+distilled as ``embed.distill`` does (tests/embed/test_distill.py)."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY_WORDS, check_contract, write_jsonl
 
-pytest.importorskip("model2vec.distill", reason="embed=static needs the [static] extra")
+import datasculpt
+from datasculpt.config import EmbedConfig, validate
+from datasculpt.embed.static import StaticTable, static_model_dir
+from datasculpt.errors import ConfigError
+from datasculpt.extras import installed
 
-import datasculpt  # noqa: E402
-from datasculpt.config import EmbedConfig, validate  # noqa: E402
-from datasculpt.embed.distill import MARKER, cache_root  # noqa: E402
-from datasculpt.embed.static import StaticTable, static_model_dir  # noqa: E402
-from datasculpt.errors import ConfigError  # noqa: E402
+needs_model2vec = pytest.mark.skipif(not installed("model2vec"),
+                                     reason="embed=static needs the [static] extra")
 
 
 def _cfg(model: Path, **kw) -> EmbedConfig:
     return EmbedConfig(model=str(model), kind="static", pca_dims=16, max_length=512, **kw)
 
 
-def test_distilled_once_then_reused(tiny_encoder: Path, static_cache: Path, caplog) -> None:
-    import logging
-
-    with caplog.at_level(logging.INFO, logger="datasculpt.embed.distill"):
-        first = static_model_dir(_cfg(tiny_encoder))
-    assert first.parent == cache_root() and str(static_cache) in str(first)
-    assert "distilling" in caplog.text
-    mtime = (first / MARKER).stat().st_mtime_ns
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="datasculpt.embed.distill"):
-        again = static_model_dir(_cfg(tiny_encoder))
-    assert again == first and "distilling" not in caplog.text
-    assert (first / MARKER).stat().st_mtime_ns == mtime
-    # other distillation parameters are another entry
-    assert static_model_dir(EmbedConfig(model=str(tiny_encoder), kind="static",
-                                        pca_dims=8)) != first
-
-
-def test_a_damaged_cache_entry_is_distilled_again(tiny_encoder: Path, static_cache: Path) -> None:
-    path = static_model_dir(_cfg(tiny_encoder))
-    good = StaticTable(path, "cpu").table.numpy().copy()
-    listed = json.loads((path / MARKER).read_text())["files"]
-    weights = next(name for name in listed if name.endswith(".safetensors"))
-    data = bytearray((path / weights).read_bytes())
-    data[-8:] = b"\x00" * 8  # flipped bytes in the table
-    (path / weights).write_bytes(bytes(data))
-    rebuilt = static_model_dir(_cfg(tiny_encoder))
-    assert rebuilt == path
-    np.testing.assert_array_equal(StaticTable(rebuilt, "cpu").table.numpy(), good)
-    (path / MARKER).unlink()  # an entry cut short before its manifest: also rebuilt
-    assert (static_model_dir(_cfg(tiny_encoder)) / MARKER).exists()
-
-
+@needs_model2vec
 def test_lookup_equals_model2vec_encode(tiny_encoder: Path, static_cache: Path) -> None:
     from model2vec import StaticModel
 
@@ -72,6 +43,7 @@ def test_lookup_equals_model2vec_encode(tiny_encoder: Path, static_cache: Path) 
     assert np.all(ours[~known] == 0)
 
 
+@needs_model2vec
 @pytest.mark.parametrize("term_weight", ["sqrt", "log"])
 def test_term_weights_damp_repeated_tokens(tiny_encoder: Path, static_cache: Path,
                                            term_weight: str) -> None:
@@ -101,53 +73,34 @@ def test_term_weights_damp_repeated_tokens(tiny_encoder: Path, static_cache: Pat
         validate(datasculpt.default_config(**{"embed.term_weight": "tfidf"}))
 
 
-def test_a_missing_static_dir_or_hub_model_is_a_config_error(static_cache: Path) -> None:
-    with pytest.raises(ConfigError, match="not a Model2Vec model"):
-        static_model_dir(EmbedConfig(kind="static", static_dir=str(static_cache / "nope")))
-    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
-        static_model_dir(EmbedConfig(kind="static", model="no-such-org/no-such-model"))
+@pytest.mark.gpu
+@needs_model2vec
+def test_static_lookup_on_the_gpu_equals_the_cpu(tmp_path: Path) -> None:
+    import model2vec
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-
-def test_static_run_and_its_resume_rules(tiny_encoder: Path, static_cache: Path,
-                                         tmp_path: Path) -> None:
+    vocab = {w: i for i, w in enumerate(["[UNK]", *[f"w{i}" for i in range(500)]])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
     rng = np.random.default_rng(0)
-    topics = list(TINY_WORDS)
-    recs = [{"docid": f"d{i}", "topic": topics[i % 4],
-             "content": " ".join(rng.choice(TINY_WORDS[topics[i % 4]], int(rng.integers(20, 400))))}
-            for i in range(120)]
-    write_jsonl(tmp_path / "in.jsonl", recs)
-    base = {"input": str(tmp_path / "in.jsonl"), "ctx_len": 1024, "label_key": "topic",
-            "tokenizer": str(tiny_encoder), "embed.model": str(tiny_encoder),
-            "report.plots": False, "report.progress": False, "backend.name": "cpu"}
-    static = {"embed.kind": "static", "embed.pca_dims": 16, "embed.max_length": 512}
-    out = str(tmp_path / "run")
-    report = datasculpt.run(datasculpt.default_config(**base, **static), output_dir=out)
-    assert report["stages"]["embed"]["rung"] == "static-cpu"
-    assert report["metrics"]["label_purity_multi"] > 0.9  # topics share no token
-    check_contract(Path(out), ctx_len=1024, append_eos=True)
-    again = datasculpt.run(datasculpt.default_config(**base, **static), output_dir=out)
-    assert all(again["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
-    encoder = datasculpt.run(datasculpt.default_config(**base), output_dir=out)
-    # embed=static -> encoder: embed and everything after it recomputed, tokenize reused
-    assert encoder["stages"]["tokenize"].get("reused")
-    assert not any(encoder["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
-    assert encoder["stages"]["embed"]["rung"].startswith("torch-cpu")
-    # a static-only setting does not touch an encoder run's embeddings
-    same = datasculpt.run(datasculpt.default_config(**base, **{"embed.term_weight": "log"}),
-                          output_dir=out)
-    assert all(same["stages"][s].get("reused") for s in ("embed", "cluster", "pack"))
+    weights = rng.random(len(vocab)).astype(np.float32)
+    model = model2vec.StaticModel(rng.normal(size=(len(vocab), 64)).astype(np.float32), tok,
+                                  weights=weights, normalize=True)
+    model.save_pretrained(str(tmp_path / "m2v"))
+    texts = [" ".join(f"w{int(i)}" for i in rng.integers(0, 500, int(n)))
+             for n in rng.integers(1, 3000, 300)] + ["nothing known here"]
+    for term_weight in ("count", "sqrt", "log"):  # torch.unique on the device for the last two
+        cpu = StaticTable(tmp_path / "m2v", "cpu").embed(texts, 1024, term_weight).numpy()
+        dev = StaticTable(tmp_path / "m2v", "cuda").embed(texts, 1024, term_weight)
+        assert dev.is_cuda
+        np.testing.assert_allclose(dev.cpu().numpy(), cpu, atol=1e-5)
+        assert np.all(cpu[-1] == 0)
 
 
-def test_a_long_encoder_pass_on_the_cpu_names_the_static_option(caplog) -> None:
-    import logging
-
-    from datasculpt.stages.embed import suggest_static
-
-    with caplog.at_level(logging.INFO, logger="datasculpt"):
-        suggest_static(100)
-    assert "embed=static" not in caplog.text and "needs about" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="datasculpt"):
-        suggest_static(1_000_000)
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and "embed=static" in warned[0].getMessage()
+def test_the_static_embedder_imports_without_model2vec() -> None:
+    # model2vec is the optional extra "static": importing the embedders must not need it.
+    code = ("import sys; sys.modules['model2vec'] = None; "
+            "import datasculpt.embed.static, datasculpt.embed.distill; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

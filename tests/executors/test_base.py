@@ -1,4 +1,6 @@
-"""Executors: where a task's arrays live is the executor's business, not the stage's."""
+"""executors.base: the executor interface and the local executor. Where a task's arrays live
+is the executor's business, not the stage's; results come back in item order; map_rows feeds
+one stateful model batches of rows."""
 
 from __future__ import annotations
 
@@ -6,11 +8,7 @@ import numpy as np
 import pytest
 
 import datasculpt.executors.base as base
-from datasculpt.config import PackConfig
 from datasculpt.executors import LocalExecutor, on_task_device
-from datasculpt.executors.ray import _to_host
-from datasculpt.pack.datasculpt import pack_datasculpt
-from datasculpt.tokenize import make_units
 
 
 def _placed(item: int, *, x: np.ndarray) -> object:
@@ -38,17 +36,46 @@ def test_only_the_local_executor_shows_task_progress() -> None:
     assert RayExecutor.task_progress is False
 
 
-def test_results_keep_their_structure_on_the_way_back() -> None:
-    a, b = np.zeros(2), np.ones(3)
-    out = _to_host((a, [b, {"k": a}], 5, None))
-    assert out[0] is a and out[1][0] is b and out[1][1]["k"] is a and out[2:] == (5, None)
 
 
-def test_the_window_strategy_needs_an_executor() -> None:
-    units = make_units(np.array([5, 6]), 16, 1)
-    emb = np.eye(2, dtype=np.float32)
-    with pytest.raises(ValueError, match="executor"):
-        pack_datasculpt(units, emb, np.zeros(2), 16, PackConfig(method="datasculpt"))
-    packing, _ = pack_datasculpt(units, emb, np.zeros(2), 16,
-                                 PackConfig(method="datasculpt", strategy="unit"))
-    assert packing.n_sequences == 1
+def _square(item: int, *, offset: int) -> int:
+    return item * item + offset
+
+
+def test_results_come_back_in_item_order_on_any_number_of_threads() -> None:
+    local = LocalExecutor()
+    want = [i * i + 7 for i in range(50)]
+    for threads in (1, 4):
+        assert local.map(_square, range(50), threads=threads, offset=7) == want
+    assert local.map(_square, [], threads=4, offset=7) == []
+    shared = np.arange(5)
+    assert local.share(shared) is shared  # one process: the value itself
+
+
+class _Summer:
+    """A stateful batch function, built once: counts its batches."""
+
+    def __init__(self, start: int) -> None:
+        self.calls = 0
+        self.start = start
+
+    def __call__(self, batch: dict) -> dict:
+        self.calls += 1
+        return {"row": batch["row"], "sum": batch["value"] + self.start,
+                "text": batch["text"], "call": np.full(len(batch["row"]), self.calls)}
+
+
+def _rows(item: int, *, width: int):
+    for k in range(item):
+        yield {"row": item * 100 + k, "value": k * width, "text": f"item {item} row {k}"}
+
+
+def test_map_rows_feeds_one_model_batches_of_rows_per_item() -> None:
+    out = list(LocalExecutor().map_rows(_rows, [3, 0, 5], _Summer, batch_size=2,
+                                        model_kwargs={"start": 1000}, width=10))
+    # batches never span two items: 3 rows -> 2 + 1, 0 rows -> none, 5 rows -> 2 + 2 + 1
+    assert [b["row"].tolist() for b in out] == [[300, 301], [302], [500, 501], [502, 503],
+                                                [504]]
+    assert [int(b["call"][0]) for b in out] == [1, 2, 3, 4, 5]  # one model for every batch
+    assert out[0]["sum"].tolist() == [1000, 1010]
+    assert out[1]["text"].dtype == object and out[1]["text"].tolist() == ["item 3 row 2"]

@@ -8,8 +8,6 @@ and ``docids`` are rebuilt from ``sequences.jsonl`` spans and compared.
 from __future__ import annotations
 
 import glob
-import platform
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,6 @@ import pytest
 from helpers import check_contract, notes_corpus, read_sequences, run_pipeline
 
 from datasculpt.io.token_store import TokenStore
-from datasculpt.memory import release_free_memory
 from datasculpt.tokenize import load_tokenizer
 
 
@@ -132,10 +129,3 @@ def test_shards_follow_the_resume_rules(tmp_path: Path) -> None:
     run_pipeline(tmp_path, docs, **{"output.tokens": False})
     assert not (out / "tokens").exists()
     assert not list(out.glob(".tokens*"))  # no temporary directory left behind
-
-
-@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
-                    reason="malloc_trim is glibc's")
-def test_freed_heap_goes_back_to_the_os_on_glibc() -> None:
-    # The tokenize stage relies on this to keep its resident set flat over a long corpus.
-    assert release_free_memory() is True
