@@ -142,3 +142,29 @@ def static_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path / "xdg"
 
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face directory holding a Llama-architecture causal LM with a BPE vocabulary
+    trained here and random weights: ``judge.model=<it>`` loads in a second, where the judge's
+    wiring (not the model's judgement, which tests/judge/ checks on SmolLM2) is under test."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny_causal_lm")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    text = [" ".join(words) for words in TINY_WORDS.values()] * 10 + [
+        "rivers carry sediment to the delta; compilers lower code; bakers proof dough."] * 10
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<|endoftext|>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
+                            eos_token="<|endoftext|>").save_pretrained(root)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=2048, eos_token_id=tok.token_to_id("<|endoftext|>"),
+        bos_token_id=tok.token_to_id("<|endoftext|>"))).save_pretrained(root)
+    return root

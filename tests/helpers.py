@@ -143,6 +143,7 @@ def run_pipeline(tmp: Path, docs: list[dict[str, str]], **over: Any) -> tuple[Pa
     ``tmp/run``; ``over``: config overrides by dotted key (``ctx_len`` defaults to 256)."""
     import datasculpt
 
+    tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "in.jsonl"
     if not data.exists():  # written once: a rewrite is a new input, and every stage reruns
         write_jsonl(data, docs)

@@ -7,14 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from helpers import check_contract, read_sequences
+import pytest
+from helpers import check_contract, notes_corpus, read_sequences, run_pipeline, write_jsonl
 from omegaconf import OmegaConf
 
 import datasculpt
 from datasculpt.backend import resolve_backend
 from datasculpt.config import default_config
+from datasculpt.errors import ConfigError, InputError
 from datasculpt.executors import LocalExecutor
 from datasculpt.io.read import source_of
 from datasculpt.manifest import Manifest
@@ -101,3 +104,101 @@ def test_python_api_parquet_input_and_training_shards(tmp_path: Path, tokenizer)
         assert len(ids) == seq["n_tokens"]
         assert "sediment" in rows[seq["seq_id"]]["text"]
 
+
+# ------------------------------------------------------------ datasculpt.run in this process
+
+
+def _planted_vectors(tmp: Path, docs: list[dict[str, str]]) -> str:
+    """Vectors for ``docs`` around one centre per topic, saved for ``embed.precomputed``."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16))
+    emb = centres[[int(d["topic"]) for d in docs]] + 0.2 * rng.normal(size=(len(docs), 16))
+    np.save(tmp / "emb.npy", emb.astype(np.float32))
+    return str(tmp / "emb.npy")
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """The bytes of what users read and of the packing and clustering behind it."""
+    names = ["sequences.jsonl", "clusters.npy", "pieces_datasculpt.npy",
+             *(f"tokens/{p.name}" for p in sorted((out / "tokens").glob("part-*.parquet")))]
+    return {name: (out / name).read_bytes() for name in names}
+
+
+def _reused(report: dict[str, Any]) -> dict[str, bool]:
+    return {name: bool(st.get("reused")) for name, st in report["stages"].items()}
+
+
+def test_a_rerun_gives_the_same_bytes_and_a_pack_knob_reuses_what_comes_before(
+        tmp_path: Path) -> None:
+    docs = notes_corpus(30)
+    over = {"embed.precomputed": _planted_vectors(tmp_path, docs), "output.shard_tokens": 2000}
+    out, first = run_pipeline(tmp_path / "a", docs, **over)
+    reference = _outputs(out)
+    assert len(reference) > 4  # several shards
+    assert not any(_reused(first).values())
+    other, _ = run_pipeline(tmp_path / "b", docs, **over)  # another directory, same config
+    assert _outputs(other) == reference
+    _, again = run_pipeline(tmp_path / "a", docs, **over)
+    assert all(_reused(again).values())
+    _, knob = run_pipeline(tmp_path / "a", docs, **over, **{"pack.max_group": 4})
+    assert _reused(knob) == {"tokenize": True, "embed": True, "cluster": True, "pack": False,
+                             "sequences": False, "shards": False}
+    _, fresh = run_pipeline(tmp_path / "a", docs, **over, overwrite=True)
+    assert not any(_reused(fresh).values())
+    assert _outputs(out) == reference
+
+
+@pytest.mark.parametrize("point", ["embed", "pack"])
+def test_a_stage_that_failed_leaves_no_result_and_the_rerun_resumes_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    """What tests/e2e/test_resume.py does with SIGKILL, here with an exception at the same
+    fault point (work done, result not yet handed on); the encoder computes the vectors."""
+    import importlib
+
+    docs = notes_corpus(18, seed=2)
+    ref, _ = run_pipeline(tmp_path / "ref", docs)
+    stage_module = importlib.import_module(f"datasculpt.stages.{point}")
+
+    def fail(name: str) -> None:
+        if name == point:
+            raise RuntimeError(f"injected failure at {name}")
+
+    monkeypatch.setattr(stage_module, "fault_point", fail)
+    with pytest.raises(RuntimeError, match=f"injected failure at {point}"):
+        run_pipeline(tmp_path / "run", docs)
+    out = tmp_path / "run" / "run"
+    assert not (out / "sequences.jsonl").exists() and not (out / "report.json").exists()
+    assert (out / "documents.parquet").exists()  # tokenize finished before
+    if point == "embed":
+        assert not (out / "embeddings.npy").exists()  # never the final name half-written
+    else:
+        assert (out / "clusters.npy").exists()
+    assert not list(out.glob(".*.tmp"))  # no temporary file left behind
+    monkeypatch.undo()
+    _, report = run_pipeline(tmp_path / "run", docs)
+    reused = _reused(report)
+    assert reused["tokenize"] and not reused[point] and not reused["sequences"]
+    if point == "pack":
+        assert reused["embed"] and reused["cluster"]
+    assert _outputs(out) == _outputs(ref)
+
+
+def test_inputs_the_run_refuses_before_or_at_the_first_pass(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"content": f"doc {i}"} for i in range(5)])
+    with pytest.raises(ConfigError, match="output_dir is not set"):
+        datasculpt.run(datasculpt.default_config(input=str(data)))
+    np.save(tmp_path / "flat.npy", np.ones(5, dtype=np.float32))
+    flat = datasculpt.default_config(input=str(data),
+                                     **{"embed.precomputed": str(tmp_path / "flat.npy")})
+    with pytest.raises(InputError, match="must be a 2-D array"):
+        datasculpt.run(flat, output_dir=str(tmp_path / "flat"))
+    assert not (tmp_path / "flat" / "documents.parquet").exists()  # before the first pass
+    np.save(tmp_path / "rows.npy", np.ones((4, 8), dtype=np.float32))
+    rows = datasculpt.default_config(input=str(data), **{
+        "embed.precomputed": str(tmp_path / "rows.npy"), "report.progress": False})
+    with pytest.raises(InputError, match="have 4 rows, the corpus 5 documents"):
+        datasculpt.run(rows, output_dir=str(tmp_path / "rows"))
+    empty = write_jsonl(tmp_path / "empty.jsonl", ["", "{broken"])
+    with pytest.raises(InputError, match="no usable documents in .*empty.jsonl \\(2 malformed\\)"):
+        datasculpt.run(datasculpt.default_config(input=str(empty)),
+                       output_dir=str(tmp_path / "empty"))
