@@ -25,8 +25,8 @@ def test_gpu_problem_names_the_reason_here() -> None:
     problem = gpu_problem()
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    assert isinstance(problem, str) and problem
-    assert ("CPU-only build" in problem) == (torch.version.cuda is None)
+    assert problem == (f"torch {torch.__version__} is a CPU-only build"
+                       if torch.version.cuda is None else "torch sees no CUDA device")
 
 
 def test_float_scatter_add_through_torch_equals_numpy_add_at() -> None:

@@ -92,7 +92,7 @@ def test_final_artifacts_of_another_config_go_before_anything_runs(tmp_path) -> 
     calls: list[str] = []
     final = _writer("F", calls, reads=("x",), inputs=("A",), final=True)
     _run_all(tmp_path, [_writer("A", calls, reads=("x",)), final])
-    assert (tmp_path / "F.txt").exists()
+    assert (tmp_path / "F.txt").read_text() == "F(1)[A(1)[]]"
     broken = _writer("A", calls, reads=("x",), fail=True)
     with pytest.raises(RuntimeError, match="A failed"):
         _run_all(tmp_path, [broken, final], x=5)

@@ -53,7 +53,11 @@ def test_a_damaged_cache_entry_is_distilled_again(tiny_encoder: Path, static_cac
     assert rebuilt == path
     np.testing.assert_array_equal(StaticTable(rebuilt, "cpu").table.numpy(), good)
     (path / MARKER).unlink()  # an entry cut short before its manifest: also rebuilt
-    assert (static_model_dir(_cfg(tiny_encoder)) / MARKER).exists()
+    again = static_model_dir(_cfg(tiny_encoder))
+    files = json.loads((path / MARKER).read_text())["files"]
+    assert again == path and sorted(files) == sorted(listed)
+    assert files[weights] == listed[weights]  # the same table, distilled again (README dated)
+    np.testing.assert_array_equal(StaticTable(again, "cpu").table.numpy(), good)
 
 
 def test_a_missing_static_dir_or_hub_model_is_a_config_error(static_cache: Path) -> None:

@@ -52,7 +52,11 @@ def test_rows_are_unit_norm_float32(embedded: tuple[np.ndarray, dict]) -> None:
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert stats["n"] == len(TEXTS) and stats["dim"] == 384
     assert stats["device"] == "cpu" and stats["dtype"] == "float32"
-    assert stats["docs_per_s"] > 0 and stats["tokens_per_s"] > 0 and stats["batch_size"] == 4
+    assert stats["batch_size"] == 4 and stats["max_length"] == 256 and stats["pooling"] == "mean"
+    tok, _ = load_model("default", "cpu", torch.float32)
+    assert stats["tokens"] == sum(len(ids) for ids in _tokenize(tok, TEXTS, 256))
+    assert stats["docs_per_s"] == pytest.approx(len(TEXTS) / stats["seconds"])
+    assert stats["tokens_per_s"] == pytest.approx(stats["tokens"] / stats["seconds"])
 
 
 def test_length_sorted_batches_keep_input_order(cfg: EmbedConfig, embedded: tuple) -> None:

@@ -59,7 +59,12 @@ def test_every_row_of_every_shard_matches_an_independent_tokenization(tmp_path: 
     out, report = run_pipeline(tmp_path, docs, **{"output.shard_tokens": 1500})
     check_contract(out, ctx_len=256, append_eos=True)
     rows = check_shards(out, docs, tokenizer, 256, tokenizer.sep_token_id)
-    assert report["stages"]["shards"]["shards"] > 1  # several files, rows spread over them
+    stats = report["stages"]["shards"]
+    files = sorted((out / "tokens").glob("part-*.parquet"))
+    assert stats["shards"] == len(files) > 1  # several files, rows spread over them
+    assert stats["rows"] == len(rows) == report["metrics"]["n_sequences"]
+    assert stats["tokens"] == sum(len(r["input_ids"]) for r in rows)
+    assert stats["shuffle"] is True
     assert [r["seq_id"] for r in rows] != sorted(r["seq_id"] for r in rows)  # shuffled
     # The token store is the tokenization the shards came from.
     store = TokenStore(out)

@@ -226,6 +226,12 @@ def test_stats_and_config_fields():
     cfg = replace(cfg_for("weighted", "strict", 16), w_rel=2.0, w_fit=0.5)
     packing, stats = pack_datasculpt(units, emb, labels, 1024, cfg)
     check_packing(packing, units, 1024, emb)
-    for key in ("windows_opened", "remainder_units", "rounds", "seconds", "docs_per_s"):
-        assert key in stats
+    assert {k: stats[k] for k in ("clusters", "strategy", "batch_size", "score", "mode",
+                                  "fill_cuts")} == {
+        "clusters": 3, "strategy": "unit", "batch_size": 16, "score": "weighted",
+        "mode": "strict", "fill_cuts": 0}
     assert stats["sequences"] == packing.n_sequences <= stats["windows_opened"]
+    assert stats["cluster_windows"] <= stats["windows_opened"]
+    assert 0 <= stats["remainder_units"] <= len(units) and stats["rounds"] >= 1
+    assert 0 < stats["kernel_seconds"] <= stats["seconds"]
+    assert stats["docs_per_s"] == pytest.approx(300 / stats["seconds"])
