@@ -21,10 +21,17 @@ pytest.register_assert_rewrite("helpers")
 
 from helpers import TINY_WORDS  # noqa: E402
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from datasculpt.backend import gpu_problem
 
+    # The fast tier (-m "not slow") runs everything but tests/e2e/: a test there must say so.
+    unmarked = [item.nodeid for item in items
+                if E2E in item.path.parents and "slow" not in item.keywords]
+    if unmarked:
+        raise pytest.UsageError(f"tests/e2e/ tests must be marked slow: {unmarked}")
     problem = gpu_problem()
     if problem is None:
         return

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
 import logging
 import random
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -283,30 +280,13 @@ def test_topic_corpus_clusters_by_topic(topic_embeddings: tuple) -> None:
     assert min(res.stats["tokens"]) >= ctx_len  # folded up to one window
 
 
-def _sample() -> list[dict[str, Any]] | None:
-    try:
-        ref = resources.files("datasculpt.data").joinpath("sample.jsonl.gz")
-        with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh]
-    except (FileNotFoundError, ModuleNotFoundError):
-        return None
-
-
-@pytest.mark.slow
-def test_embedded_sample_clusters_by_topic() -> None:
-    from datasculpt.embed import embed_texts
-    from datasculpt.tokenize import load_tokenizer
-
-    records = _sample()
-    if records is None:
-        pytest.skip("datasculpt/data/sample.jsonl.gz is not there")
-    texts = [r["content"] for r in records]
-    _, truth = np.unique([r["topic"] for r in records], return_inverse=True)
-    emb, _ = embed_texts(texts, EmbedConfig(), CPU, progress=False)
-    tok = load_tokenizer("default")
-    n_tokens = np.asarray([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]])
-    res = cluster(emb, n_tokens, 4096, ClusterConfig(), CPU, seed=0, executor=LOCAL)
-    assert purity(res.labels, truth, n_tokens) >= 0.85, res.stats
+@pytest.mark.slow  # ISODATA on the whole sample at 4096 (the embedding is shared, session-wide)
+def test_embedded_sample_clusters_by_topic(sample_semantics: dict[str, Any]) -> None:
+    s = sample_semantics
+    _, truth = np.unique(s["labels"], return_inverse=True)
+    res = cluster(s["embeddings"], s["doc_len"], 4096, ClusterConfig(), CPU, seed=0,
+                  executor=LOCAL)
+    assert purity(res.labels, truth, s["doc_len"]) >= 0.85, res.stats
 
 
 @pytest.mark.gpu

@@ -57,6 +57,7 @@ def _nll_of(lm: Any, text: str) -> float:
     return rec["saved"]
 
 
+@pytest.mark.slow  # three more loads of SmolLM2 (minutes on 2 busy cores); tiny model above
 def test_gguf_path_local_directory_and_hub_cache_load_the_same_model(
         judge_lm: Any, saved_model_dir: Path, tmp_path: Path, monkeypatch: Any) -> None:
     text = "Saturn's rings are made of ice and rock. " * 6
@@ -70,13 +71,7 @@ def test_gguf_path_local_directory_and_hub_cache_load_the_same_model(
     assert by_dir.encode([text]) == judge_lm.encode([text])
     assert _nll_of(by_dir, text) == pytest.approx(reference, rel=0.02)  # bf16 weights
     # A hub name resolved from the local cache only (the cache layout huggingface_hub reads).
-    cache = tmp_path / "hub"
-    snap = cache / "models--someorg--smol-judge" / "snapshots" / ("a" * 40)
-    snap.mkdir(parents=True)
-    for f in saved_model_dir.iterdir():
-        (snap / f.name).symlink_to(f)
-    (cache / "models--someorg--smol-judge" / "refs").mkdir()
-    (cache / "models--someorg--smol-judge" / "refs" / "main").write_text("a" * 40)
+    cache = _hub_cache(tmp_path / "hub", "someorg/smol-judge", saved_model_dir)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     lm_mod.check_judge_model("someorg/smol-judge")
@@ -84,6 +79,45 @@ def test_gguf_path_local_directory_and_hub_cache_load_the_same_model(
     assert _nll_of(by_hub, text) == pytest.approx(_nll_of(by_dir, text), rel=1e-6)
     with pytest.raises(ConfigError, match="not a local directory, a .gguf file or a model in"):
         lm_mod.check_judge_model("someorg/not-cached")
+
+
+def _hub_cache(root: Path, name: str, model_dir: Path) -> Path:
+    """A local Hugging Face cache holding ``model_dir`` as hub model ``name`` (the layout
+    huggingface_hub reads: refs/main naming a snapshot of symlinks)."""
+    repo = root / f"models--{name.replace('/', '--')}"
+    snap = repo / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        (snap / f.name).symlink_to(f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    return root
+
+
+def test_a_local_directory_and_a_cached_hub_name_load_the_same_model(
+        tiny_causal_lm: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    """The same ways of finding a model as the (slow) test on SmolLM2 below, on a tiny
+    random-weight model: a directory, and a hub name read from the local cache only."""
+    text = "river delta sediment flood " * 5
+    by_dir = lm_mod.load_judge(str(tiny_causal_lm), "cpu", "fp32")
+    assert (by_dir.source, by_dir.device, by_dir.dtype) == (str(tiny_causal_lm), "cpu",
+                                                            "float32")
+    assert by_dir.max_positions == 2048 and by_dir.keeps_logits is True
+    cache = _hub_cache(tmp_path / "hub", "someorg/tiny-judge", tiny_causal_lm)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    lm_mod.check_judge_model("someorg/tiny-judge")
+    by_hub = lm_mod.load_judge("someorg/tiny-judge", "cpu", "fp32")
+    assert by_hub.source == "someorg/tiny-judge"
+    assert (by_hub.separator, by_hub.vocab_size) == (by_dir.separator, by_dir.vocab_size)
+    assert by_hub.encode([text]) == by_dir.encode([text])
+    assert _nll_of(by_hub, text) == _nll_of(by_dir, text)
+    with pytest.raises(ConfigError, match="not a local directory, a .gguf file or a model in"):
+        lm_mod.check_judge_model("someorg/not-cached")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=f"cannot load judge.model '{empty}'"):
+        lm_mod.load_judge(str(empty), "cpu", "fp32")
 
 
 def test_missing_model_and_packages_are_one_line_config_errors(tmp_path: Path,
