@@ -1,7 +1,7 @@
 """Bad configs and missing optional packages: one line on stderr, exit code 2, before any
 work. Checked in-process through the command line's own precheck (``main.precheck``, what
-``python -m datasculpt.main`` runs first); test_cli.py keeps one check through a real
-subprocess."""
+``python -m datasculpt.main`` runs first); tests/e2e/test_cli.py keeps one check through a
+real subprocess."""
 
 from __future__ import annotations
 

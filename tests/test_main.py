@@ -101,3 +101,18 @@ def test_the_config_dir_is_the_checkouts_conf_when_run_from_a_checkout() -> None
 
     assert main_mod.source_config_dir() == REPO / "conf"
     assert str(REPO / "conf") == main_mod.CONFIG_PATH
+
+
+def test_python_dash_m_datasculpt_is_the_same_command(monkeypatch, capsys) -> None:
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", ["datasculpt", "ctx_len=4096", "pack=bfd", "--cfg", "job"])
+    GlobalHydra.instance().clear()
+    try:
+        runpy.run_module("datasculpt", run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()
+    job = capsys.readouterr().out
+    assert "ctx_len: 4096" in job and "method: bfd" in job

@@ -1,4 +1,5 @@
-"""Issue 4's bar: DataSculpt against every baseline on the same corpus, at three ctx_lens.
+"""pack: issue 4's bar, every packer through ``datasculpt.pack.pack`` on the same corpus at three
+ctx_lens, DataSculpt against every baseline.
 
 Real components throughout: the embedded sample embedded by the packaged model, the real
 ISODATA clustering, the real kNN for iclm; and a labelled synthetic corpus with planted topics.

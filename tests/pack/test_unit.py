@@ -1,8 +1,8 @@
 """Tests of the unit-centric DataSculpt kernel (``datasculpt.pack.unit``, ``strategy=unit``) and
 of the finishing phases (``datasculpt.pack.finish``).
 
-Two independent readers keep the kernel honest: ``check_packing`` recomputes the token
-accounting and the report's packing metrics from the Packing alone, and
+Two independent readers keep the kernel honest: ``check_packing`` (tests/helpers.py)
+recomputes the token accounting and the report's packing metrics from the Packing alone, and
 ``sequential_reference`` is the plain one-unit-at-a-time greedy (phase 1 per cluster, then
 best fit of the remainder) against which the batched kernel with ``B = 1`` must agree exactly.
 """

@@ -4,7 +4,7 @@
 Two independent readers keep it honest: ``window_reference`` is the greedy written as a plain
 loop over one group (one window at a time, one unit at a time), against which the batched
 kernel (many groups side by side in padded blocks) must agree exactly; ``check_packing``
-(shared with the unit-centric tests) recomputes the token accounting from the output alone.
+(tests/helpers.py) recomputes the token accounting from the output alone.
 """
 
 from __future__ import annotations
