@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
+import logging
 import random
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from helpers import planted, purity, same_partition
 
 import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
@@ -20,14 +20,17 @@ from datasculpt.cluster import (
     _kmeans_torch,
     _merge,
     _Passes,
+    _rung_unavailable,
+    _RungMissing,
     _state,
     auto_k,
     cluster,
     kmeans,
 )
 from datasculpt.config import ClusterConfig, EmbedConfig
+from datasculpt.errors import ConfigError
 from datasculpt.executors import LocalExecutor
-from datasculpt.vectors import nearest
+from datasculpt.vectors import nearest, spherical_lloyd
 
 CPU = resolve_backend("cpu")
 LOCAL = LocalExecutor()
@@ -92,24 +95,6 @@ def topic_corpus(per_topic: int = 25, seed: int = 0) -> tuple[list[str], np.ndar
             labels.append(t)
     order = rng.sample(range(len(texts)), len(texts))
     return [texts[i] for i in order], np.asarray(labels)[order]
-
-
-def planted(k: int, per: int, d: int = 32, noise: float = 0.05, seed: int = 0) -> tuple:
-    """Unit vectors around ``k`` random orthogonal-ish directions; returns (x, true labels)."""
-    rng = np.random.default_rng(seed)
-    dirs = np.linalg.qr(rng.normal(size=(d, d)))[0][:k]
-    lab = np.repeat(np.arange(k), per)
-    x = dirs[lab] + noise * rng.normal(size=(lab.size, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), lab
-
-
-def purity(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None) -> float:
-    """Token-weighted share of each predicted cluster's majority label."""
-    w = np.ones(pred.size) if weight is None else np.asarray(weight, float)
-    table = np.zeros((pred.max() + 1, truth.max() + 1))
-    np.add.at(table, (pred, truth), w)
-    return float(table.max(axis=1).sum() / w.sum())
 
 
 def cfg(**kw: Any) -> ClusterConfig:
@@ -295,30 +280,13 @@ def test_topic_corpus_clusters_by_topic(topic_embeddings: tuple) -> None:
     assert min(res.stats["tokens"]) >= ctx_len  # folded up to one window
 
 
-def _sample() -> list[dict[str, Any]] | None:
-    try:
-        ref = resources.files("datasculpt.data").joinpath("sample.jsonl.gz")
-        with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh]
-    except (FileNotFoundError, ModuleNotFoundError):
-        return None
-
-
-@pytest.mark.slow
-def test_embedded_sample_clusters_by_topic() -> None:
-    from datasculpt.embed import embed_texts
-    from datasculpt.tokenize import load_tokenizer
-
-    records = _sample()
-    if records is None:
-        pytest.skip("datasculpt/data/sample.jsonl.gz is not there")
-    texts = [r["content"] for r in records]
-    _, truth = np.unique([r["topic"] for r in records], return_inverse=True)
-    emb, _ = embed_texts(texts, EmbedConfig(), CPU, progress=False)
-    tok = load_tokenizer("default")
-    n_tokens = np.asarray([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]])
-    res = cluster(emb, n_tokens, 4096, ClusterConfig(), CPU, seed=0, executor=LOCAL)
-    assert purity(res.labels, truth, n_tokens) >= 0.85, res.stats
+@pytest.mark.slow  # ISODATA on the whole sample at 4096 (the embedding is shared, session-wide)
+def test_embedded_sample_clusters_by_topic(sample_semantics: dict[str, Any]) -> None:
+    s = sample_semantics
+    _, truth = np.unique(s["labels"], return_inverse=True)
+    res = cluster(s["embeddings"], s["doc_len"], 4096, ClusterConfig(), CPU, seed=0,
+                  executor=LOCAL)
+    assert purity(res.labels, truth, s["doc_len"]) >= 0.85, res.stats
 
 
 @pytest.mark.gpu
@@ -337,3 +305,78 @@ def test_gpu_kmeans_ladder_and_cluster() -> None:
     cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0, LOCAL)
     assert isinstance(res.labels, np.ndarray) and res.stats["k"] == cpu.stats["k"] == 8
     np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering
+
+
+def _uneven() -> tuple[np.ndarray, np.ndarray]:
+    # Clusters of different spread: Euclidean k-means on unit vectors favours the tight ones.
+    return planted(6, 120, d=24, noise=np.linspace(0.02, 0.12, 6), seed=1)
+
+
+def test_spherical_polish_turns_euclidean_centroids_into_a_spherical_fixed_point() -> None:
+    # What the cuML rung does after cuML's Euclidean k-means, here from faiss's Euclidean one.
+    import faiss
+
+    x, truth = _uneven()
+    km = faiss.Kmeans(x.shape[1], 6, niter=20, seed=0, spherical=False, verbose=False)
+    km.train(x)
+    t = torch.from_numpy(x)
+    cent = torch.nn.functional.normalize(torch.from_numpy(km.centroids), dim=1)
+    polished = spherical_lloyd(t, cent, 5)
+    lab = torch.argmax(t @ polished.T, dim=1)
+    again = spherical_lloyd(t, polished, 1)
+    assert torch.equal(torch.argmax(t @ again.T, dim=1), lab)  # a fixed point
+    assert torch.allclose(polished.norm(dim=1), torch.ones(6))
+    _, ref, _ = kmeans(x, 6, 20, 0, CPU)  # the faiss spherical rung
+    for labels in (lab.numpy(), ref):  # both: the planted partition, up to numbering
+        assert np.unique(np.stack([labels, truth]), axis=1).shape[1] == 6
+
+
+def test_a_named_kmeans_rung_runs_or_is_an_error() -> None:
+    x, _ = _uneven()
+    _, _, impl = kmeans(x, 6, 10, 0, CPU, rung="torch")
+    assert impl == "torch-cpu"
+    with pytest.raises(ConfigError, match="not a rung of the cpu backend"):
+        kmeans(x, 6, 10, 0, CPU, rung="cuml")
+
+
+def test_a_broken_library_is_told_apart_from_a_missing_one(caplog) -> None:
+    missing = ModuleNotFoundError("No module named 'cuml'", name="cuml")
+    broken = ImportError("libcudart.so.12: cannot open shared object file")
+    with caplog.at_level(logging.WARNING, logger="datasculpt.cluster"):
+        _rung_unavailable("cuml", broken, forced=False)
+    assert "installed but failing" in caplog.text and "libcudart" in caplog.text
+    for exc, state in ((missing, "not available"), (broken, "installed but failing"),
+                       (_RungMissing("no GPU support"), "not available")):
+        with pytest.raises(ConfigError, match=state):
+            _rung_unavailable("cuml", exc, forced=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rung", ["cuml", "faiss-gpu", "torch"])
+def test_each_kmeans_rung_on_the_gpu(gpu_backend, rung: str) -> None:
+    import cupy
+
+    x, lab = planted(8, 200, seed=5)
+    try:
+        cent, labels, impl = kmeans(cupy.asarray(x), 8, 20, 0, gpu_backend, rung=rung)
+    except ConfigError as exc:
+        if "not available" in str(exc):
+            pytest.skip(f"{rung}: {exc}")
+        raise
+    assert impl == ("torch-cuda" if rung == "torch" else rung)
+    assert isinstance(cent, cupy.ndarray) and isinstance(labels, cupy.ndarray)
+    assert same_partition(cupy.asnumpy(labels), lab)
+
+
+@pytest.mark.gpu
+def test_cluster_stage_on_the_gpu_matches_the_cpu(gpu_backend) -> None:
+    import cupy
+
+    x, lab = planted(8, 200, seed=5)
+    tokens = np.full(x.shape[0], 100)
+    cfg = ClusterConfig(k=8, split_threshold=0.9, task_docs=300)  # several block passes
+    res = cluster(cupy.asarray(x), tokens, 1000, cfg, gpu_backend, 0, LOCAL)
+    cpu = cluster(x, tokens, 1000, cfg, CPU, 0, LOCAL)
+    assert res.stats["xp"] == "cupy" and res.stats["assign"] == "exact"
+    np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering
+    assert same_partition(res.labels, lab)

@@ -1,13 +1,14 @@
 """Bad configs and missing optional packages: one line on stderr, exit code 2, before any
 work. Checked in-process through the command line's own precheck (``main.precheck``, what
-``python -m datasculpt.main`` runs first); test_cli.py keeps one check through a real
-subprocess."""
+``python -m datasculpt.main`` runs first); tests/e2e/test_cli.py keeps one check through a
+real subprocess."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
+from helpers import REPO
 
 from datasculpt.main import precheck
 
@@ -73,12 +74,10 @@ def test_a_source_checkout_runs_without_the_installed_config_package(tmp_path) -
     """Hydra's ``datasculpt.conf`` exists only in an installed build; from a plain checkout
     (no install, as on a machine without a package index) the app reads ``conf/`` itself."""
     import subprocess
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
     code = ("import sys\n"
             "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
-            f"sys.path.insert(0, {str(repo)!r})\n"
+            f"sys.path.insert(0, {str(REPO)!r})\n"
             "import importlib.util\n"
             "assert importlib.util.find_spec('datasculpt.conf') is None, 'installed conf seen'\n"
             "sys.argv = ['datasculpt', 'ctx_len=4096', '--cfg', 'job']\n"

@@ -1,5 +1,6 @@
-"""The stage graph: keys derived from exactly what a stage reads, reuse, and the plan's keys
-for real configs (computed without running anything)."""
+"""runner: stages as values and the one loop that runs them, on toy stages: keys derived from
+exactly what a stage reads, reuse, reruns after a change upstream or a missing artifact. The
+plan of real configs and their keys: tests/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -11,15 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from datasculpt.backend import resolve_backend
-from datasculpt.config import PackConfig, default_config
 from datasculpt.executors import LocalExecutor
-from datasculpt.io.read import source_of
 from datasculpt.manifest import Manifest
-from datasculpt.pipeline import plan
 from datasculpt.runner import Run, Runner, Stage
-from datasculpt.stages.pack import KNOBS
-
-# ------------------------------------------------------------------ the runner, on toy stages
 
 
 def _toy_run(tmp: Path, **values: Any) -> Run:
@@ -97,7 +92,7 @@ def test_final_artifacts_of_another_config_go_before_anything_runs(tmp_path) -> 
     calls: list[str] = []
     final = _writer("F", calls, reads=("x",), inputs=("A",), final=True)
     _run_all(tmp_path, [_writer("A", calls, reads=("x",)), final])
-    assert (tmp_path / "F.txt").exists()
+    assert (tmp_path / "F.txt").read_text() == "F(1)[A(1)[]]"
     broken = _writer("A", calls, reads=("x",), fail=True)
     with pytest.raises(RuntimeError, match="A failed"):
         _run_all(tmp_path, [broken, final], x=5)
@@ -109,62 +104,3 @@ def test_an_input_that_is_not_planned_is_an_error(tmp_path) -> None:
     runner = Runner(_toy_run(tmp_path), Manifest(tmp_path, fresh=True))
     with pytest.raises(RuntimeError, match="needs"):
         runner.plan([b])
-
-
-# ------------------------------------------------------------ the plan's keys for real configs
-
-
-def _digests(tmp: Path, **overrides: Any) -> dict[str, str]:
-    cfg = default_config(output_dir=str(tmp), **{"report.baselines": True, **overrides})
-    run = Run(cfg, OmegaConf.to_container(cfg, resolve=True), tmp, resolve_backend("cpu"),
-              LocalExecutor(), source_of(cfg))
-    runner = Runner(run, Manifest(tmp, fresh=True))
-    runner.plan(plan(cfg))
-    return runner.digests
-
-
-def _changed(tmp: Path, **overrides: Any) -> set[str]:
-    base, other = _digests(tmp), _digests(tmp, **overrides)
-    assert base.keys() == other.keys()
-    return {name for name in base if base[name] != other[name]}
-
-
-def test_the_plan_of_a_default_run(tmp_path) -> None:
-    assert list(_digests(tmp_path)) == ["tokenize", "embed", "cluster", "pack", "pack_concat",
-                                        "pack_bfd", "pack_iclm", "sequences", "shards"]
-    cfg = default_config(**{"pack.method": "bfd", "report.semantic_metrics": False})
-    assert [s.name for s in plan(cfg)] == ["tokenize", "pack", "sequences", "shards"]
-
-
-def test_a_knob_of_one_pack_method_repacks_that_method_only(tmp_path) -> None:
-    assert _changed(tmp_path, **{"pack.knn_k": 5}) == {"pack_iclm"}
-    assert _changed(tmp_path, **{"pack.fit_bias": 0.3}) == {"pack", "sequences", "shards"}
-    # a knob of the unit strategy does not touch the default window strategy's packing
-    assert _changed(tmp_path, **{"pack.batch_size": 8}) == set()
-    assert _changed(tmp_path, **{"pack.strategy": "unit", "pack.batch_size": 8}) == {
-        "pack", "sequences", "shards"}
-    # the seed: k-means, the seeded packers and the shards' shuffle (bfd has no random choice)
-    assert _changed(tmp_path, seed=1) == set(_digests(tmp_path)) - {"tokenize", "embed",
-                                                                    "pack_bfd"}
-
-
-def test_the_embed_model_recomputes_embed_and_what_reads_it_not_tokenize(tmp_path) -> None:
-    assert _changed(tmp_path, **{"embed.model": "/elsewhere/encoder"}) == {
-        "embed", "cluster", "pack", "pack_iclm", "sequences", "shards"}
-    # a setting only embed=static reads leaves an encoder run's embeddings alone
-    assert _changed(tmp_path, **{"embed.pca_dims": 128}) == set()
-    assert _changed(tmp_path, tokenizer="/elsewhere/tokenizer") == set(_digests(tmp_path))
-
-
-def test_the_judge_follows_the_packings_it_reads(tmp_path) -> None:
-    on = {"judge.enabled": True}
-    base, knn = _digests(tmp_path, **on), _digests(tmp_path, **on, **{"pack.knn_k": 5})
-    assert {n for n in base if base[n] != knn[n]} == {"pack_iclm", "judge"}
-    assert _changed(tmp_path, **{"judge.sequences": 8}) == set()  # judge off: not planned
-
-
-def test_every_pack_knob_belongs_to_a_method() -> None:
-    claimed = {k for names in KNOBS.values() for k in names}
-    knobs = {f.name for f in dataclasses.fields(PackConfig)} - {"method"}
-    assert knobs - claimed == set(), "a pack knob no method's key reads"
-    assert claimed - knobs == set()

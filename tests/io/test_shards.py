@@ -8,46 +8,16 @@ and ``docids`` are rebuilt from ``sequences.jsonl`` spans and compared.
 from __future__ import annotations
 
 import glob
-import platform
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import check_contract, read_sequences, write_jsonl
+from helpers import check_contract, notes_corpus, read_sequences, run_pipeline
 
-import datasculpt
 from datasculpt.io.token_store import TokenStore
-from datasculpt.memory import release_free_memory
 from datasculpt.tokenize import load_tokenizer
-
-TOPICS = ("rivers carry sediment to the delta", "compilers lower code to machine instructions",
-          "bakers proof dough before the oven")
-
-
-def corpus(n: int = 36, seed: int = 0) -> list[dict[str, str]]:
-    """Documents of 3 topics, from a handful of tokens to several windows long."""
-    rng = np.random.default_rng(seed)
-    docs = []
-    for i in range(n):
-        topic = TOPICS[i % 3]
-        reps = int(rng.choice([1, 2, 5, 20, 60, 200]))
-        words = " ".join(f"{topic} note {i} part {k}." for k in range(reps))
-        docs.append({"docid": f"d{i:03d}", "content": words, "topic": str(i % 3)})
-    return docs
-
-
-def run(tmp: Path, docs: list[dict[str, str]], **over: Any) -> tuple[Path, dict]:
-    data = tmp / "in.jsonl"
-    if not data.exists():  # written once: a rewrite is a new input, and every stage reruns
-        write_jsonl(data, docs)
-    cfg = datasculpt.default_config(input=str(data), ctx_len=over.pop("ctx_len", 256),
-                                    label_key="topic",
-                                    **{"report.plots": False, "report.progress": False, **over})
-    out = tmp / "run"
-    return out, datasculpt.run(cfg, output_dir=str(out))
 
 
 def shard_rows(out: Path) -> list[dict[str, Any]]:
@@ -85,11 +55,16 @@ def check_shards(out: Path, docs: list[dict[str, str]], tok: Any, ctx_len: int,
 
 def test_every_row_of_every_shard_matches_an_independent_tokenization(tmp_path: Path,
                                                                       tokenizer: Any) -> None:
-    docs = corpus()
-    out, report = run(tmp_path, docs, **{"output.shard_tokens": 1500})
+    docs = notes_corpus()
+    out, report = run_pipeline(tmp_path, docs, **{"output.shard_tokens": 1500})
     check_contract(out, ctx_len=256, append_eos=True)
     rows = check_shards(out, docs, tokenizer, 256, tokenizer.sep_token_id)
-    assert report["stages"]["shards"]["shards"] > 1  # several files, rows spread over them
+    stats = report["stages"]["shards"]
+    files = sorted((out / "tokens").glob("part-*.parquet"))
+    assert stats["shards"] == len(files) > 1  # several files, rows spread over them
+    assert stats["rows"] == len(rows) == report["metrics"]["n_sequences"]
+    assert stats["tokens"] == sum(len(r["input_ids"]) for r in rows)
+    assert stats["shuffle"] is True
     assert [r["seq_id"] for r in rows] != sorted(r["seq_id"] for r in rows)  # shuffled
     # The token store is the tokenization the shards came from.
     store = TokenStore(out)
@@ -101,8 +76,8 @@ def test_every_row_of_every_shard_matches_an_independent_tokenization(tmp_path: 
 
 def test_unshuffled_shards_keep_pack_order_and_text_decodes_the_ids(tmp_path: Path,
                                                                     tokenizer: Any) -> None:
-    docs = corpus(12)
-    out, _ = run(tmp_path, docs, **{"output.shuffle": False, "output.text": True,
+    docs = notes_corpus(12)
+    out, _ = run_pipeline(tmp_path, docs, **{"output.shuffle": False, "output.text": True,
                                     "pack.method": "bfd", "report.semantic_metrics": False})
     rows = check_shards(out, docs, tokenizer, 256, tokenizer.sep_token_id)
     assert [r["seq_id"] for r in rows] == list(range(len(rows)))
@@ -116,7 +91,7 @@ def test_shards_use_the_run_tokenizer_not_the_encoders(tmp_path: Path, tokenizer
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    docs = corpus(18, seed=1)
+    docs = notes_corpus(18, seed=1)
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     bpe.train_from_iterator([d["content"] for d in docs],
@@ -125,7 +100,7 @@ def test_shards_use_the_run_tokenizer_not_the_encoders(tmp_path: Path, tokenizer
     PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>",
                             unk_token="<unk>").save_pretrained(path)
     mine = load_tokenizer(str(path))
-    out, _ = run(tmp_path, docs, tokenizer=str(path), ctx_len=128)
+    out, _ = run_pipeline(tmp_path, docs, tokenizer=str(path), ctx_len=128)
     counts = pq.read_table(out / "documents.parquet").column("n_tokens").to_pylist()
     want = [len(mine(d["content"], add_special_tokens=False)["input_ids"]) for d in docs]
     assert counts == want
@@ -137,7 +112,7 @@ def test_shards_use_the_run_tokenizer_not_the_encoders(tmp_path: Path, tokenizer
 
 def test_datasets_load_dataset_reads_the_shards(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    out, report = run(tmp_path, corpus(15), **{"output.shard_tokens": 800})
+    out, report = run_pipeline(tmp_path, notes_corpus(15), **{"output.shard_tokens": 800})
     ds = datasets.load_dataset("parquet", data_files=str(out / "tokens" / "*.parquet"),
                                split="train")
     assert ds.num_rows == report["metrics"]["n_sequences"]
@@ -147,22 +122,15 @@ def test_datasets_load_dataset_reads_the_shards(tmp_path: Path) -> None:
 
 
 def test_shards_follow_the_resume_rules(tmp_path: Path) -> None:
-    docs = corpus(15)
-    out, first = run(tmp_path, docs)
+    docs = notes_corpus(15)
+    out, first = run_pipeline(tmp_path, docs)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "tokens").iterdir()}
-    _, again = run(tmp_path, docs)
+    _, again = run_pipeline(tmp_path, docs)
     assert again["stages"]["shards"]["reused"] is True
     assert {p.name: p.stat().st_mtime_ns for p in (out / "tokens").iterdir()} == before
-    _, ordered = run(tmp_path, docs, **{"output.shuffle": False})
+    _, ordered = run_pipeline(tmp_path, docs, **{"output.shuffle": False})
     assert "reused" not in ordered["stages"]["shards"]
     assert [r["seq_id"] for r in shard_rows(out)] == list(range(len(shard_rows(out))))
-    run(tmp_path, docs, **{"output.tokens": False})
+    run_pipeline(tmp_path, docs, **{"output.tokens": False})
     assert not (out / "tokens").exists()
     assert not list(out.glob(".tokens*"))  # no temporary directory left behind
-
-
-@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
-                    reason="malloc_trim is glibc's")
-def test_freed_heap_goes_back_to_the_os_on_glibc() -> None:
-    # The tokenize stage relies on this to keep its resident set flat over a long corpus.
-    assert release_free_memory() is True

@@ -1,11 +1,12 @@
-"""executor=ray against executor=local on a real Ray cluster: a head and a second worker node
-started with ``ray start`` on 127.0.0.1 (the multi-node code path), joined by address."""
+"""End to end: executor=ray against executor=local on a real Ray cluster, a head and a second
+worker node started with ``ray start`` on 127.0.0.1 (the multi-node code path), joined by
+address: the same bytes, a killed worker retried, a refused token. The executor's parts that
+need no cluster: tests/executors/test_ray.py."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_contract, write_jsonl
+from helpers import check_contract, write_jsonl
 
 import datasculpt
-from datasculpt.errors import ConfigError
 
 ray = pytest.importorskip("ray", reason="executor=ray needs the [ray] extra")
+
+pytestmark = pytest.mark.slow
 
 ARTIFACTS = ("sequences.jsonl", "documents.parquet", "malformed.jsonl", "tokens.bin",
              "offsets.npy", "embeddings.npy", "clusters.npy", "pieces_datasculpt.npy")
@@ -160,16 +162,6 @@ def test_computed_embeddings_under_ray_keep_the_invariants_and_the_quality(
     for key in ("relevance", "label_purity", "fill_rate"):
         assert remote["metrics"][key] == pytest.approx(local["metrics"][key], rel=0.01), key
     assert remote["metrics"]["n_documents"] == local["metrics"]["n_documents"]
-
-
-def test_a_ray_address_that_answers_nothing_is_a_config_error(tmp_path: Path) -> None:
-    data, emb = _corpus(tmp_path)
-    port = _free_port()
-    with pytest.raises(ConfigError, match="Ray cluster"):
-        datasculpt.run(_cfg(data, {"name": "ray", "address": f"127.0.0.1:{port}"},
-                            **{"embed.precomputed": str(emb)}),
-                       output_dir=str(tmp_path / "out"))
-    shutil.rmtree(tmp_path / "out", ignore_errors=True)
 
 
 def test_joining_without_the_clusters_token_is_a_config_error(

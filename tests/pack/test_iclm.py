@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import planted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,14 +15,6 @@ from datasculpt.pack.iclm import pack_iclm, traverse
 from datasculpt.tokenize import make_units
 
 CPU = resolve_backend("cpu")
-
-
-def _planted(k: int, per: int, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    dirs = np.linalg.qr(rng.normal(size=(d, d)))[0][:k]
-    lab = rng.permutation(np.repeat(np.arange(k), per))
-    x = dirs[lab] + 0.1 * rng.normal(size=(lab.size, d))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), lab
 
 
 def test_traverse_follows_most_similar_unvisited_and_jumps_by_degree() -> None:
@@ -35,7 +28,7 @@ def test_traverse_follows_most_similar_unvisited_and_jumps_by_degree() -> None:
 
 
 def test_path_keeps_topics_together_and_packing_is_lossless() -> None:
-    x, lab = _planted(5, 40)
+    x, lab = planted(5, 40, d=16, noise=0.1, shuffle=True)
     doc_len = np.random.default_rng(1).integers(20, 700, lab.size)
     units = make_units(doc_len, 512, eos=1)
     packing, stats = pack_iclm(units, x, 512, PackConfig(method="iclm", knn_k=5), CPU, seed=0)
@@ -62,7 +55,7 @@ def test_every_token_once_and_long_documents_stay_in_order(
     lengths: list[int], ctx_len: int, eos: int, k: int
 ) -> None:
     doc_len = np.asarray(lengths)
-    x, _ = _planted(3, len(lengths), seed=len(lengths))
+    x, _ = planted(3, len(lengths), d=16, noise=0.1, seed=len(lengths), shuffle=True)
     x = x[: len(lengths)]
     units = make_units(doc_len, ctx_len, eos)
     packing, _ = pack_iclm(units, x, ctx_len, PackConfig(knn_k=k), CPU, seed=0)

@@ -1,4 +1,7 @@
-"""The command line as users run it: Hydra app, exit codes, sweeps, the output contract."""
+"""End to end: the command line as users run it, a subprocess each time: the default run on
+the embedded sample, exit codes and their one-line messages, a sweep with the submitit
+launcher, the output contract. The same behaviours in-process: tests/test_main.py,
+tests/test_config.py, tests/test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import check_contract, read_sequences, run_cli, write_jsonl
+import pytest
+from helpers import check_contract, run_cli, write_jsonl
 
-import datasculpt
-from datasculpt.tokenize import make_units  # noqa: F401 - imported to fail fast on a broken install
+pytestmark = pytest.mark.slow
 
 
 def _report(run_dir: Path) -> dict:
@@ -27,10 +29,12 @@ def test_default_run_on_the_embedded_sample(tmp_path: Path) -> None:
     m = report["metrics"]
     assert seen["sequences"] == m["n_sequences"] and seen["documents"] == m["n_documents"]
     assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
-    assert report["run"]["forced_cut_documents"] >= 3  # the sample has documents beyond 16K
+    # the sample has documents beyond 16K: each is cut up front
+    docs = pq.read_table(run_dir / "documents.parquet").to_pydict()
+    assert report["run"]["forced_cut_documents"] == sum(
+        n + 1 > 16384 for n in docs["n_tokens"]) >= 3
     assert (run_dir / "report.md").read_text().startswith("# datasculpt run report")
     # Issue 3: the clusters of the default model align with the sample's topics.
-    docs = pq.read_table(run_dir / "documents.parquet").to_pydict()
     clusters = np.load(run_dir / "clusters.npy", allow_pickle=False)
     majority = 0
     for c in np.unique(clusters):
@@ -96,35 +100,6 @@ def test_multirun_with_submitit_local_gives_one_run_dir_per_point(tmp_path: Path
         check_contract(r, ctx_len=_report(r)["run"]["ctx_len"], append_eos=True)
 
 
-def test_python_api_parquet_input_and_training_shards(tmp_path: Path, tokenizer) -> None:
-    texts = [f"Paragraph {i} on rivers, deltas and sediment transport. " * (1 + 7 * i)
-             for i in range(12)]
-    pq.write_table(pa.table({"text": texts, "domain": ["geo"] * 12}), tmp_path / "in.parquet")
-    cfg = datasculpt.default_config(input=str(tmp_path / "in.parquet"), ctx_len=512,
-                                    label_key="domain",
-                                    **{"report.semantic_metrics": False, "report.plots": False,
-                                       "report.progress": False, "pack.method": "concat",
-                                       "output.text": True})
-    report = datasculpt.run(cfg, output_dir=str(tmp_path / "out"))
-    assert report["metrics"]["label_purity"] == 1.0
-    check_contract(tmp_path / "out", ctx_len=512, append_eos=True)
-    docs = pq.read_table(tmp_path / "out" / "documents.parquet").to_pydict()
-    assert docs["docid"][0] == f"{tmp_path / 'in.parquet'}:1"
-    index = {d: i for i, d in enumerate(docs["docid"])}
-    rows = {r["seq_id"]: r for f in sorted((tmp_path / "out" / "tokens").glob("*.parquet"))
-            for r in pq.read_table(f).to_pylist()}
-    for seq in read_sequences(tmp_path / "out" / "sequences.jsonl"):
-        ids: list[int] = []
-        for piece in seq["docs"]:
-            full = tokenizer(texts[index[piece["docid"]]], add_special_tokens=False)["input_ids"]
-            ids += full[piece["start"]:piece["end"]]
-            if piece["end"] == len(full):
-                ids.append(tokenizer.sep_token_id)
-        assert rows[seq["seq_id"]]["input_ids"] == ids
-        assert len(ids) == seq["n_tokens"]
-        assert "sediment" in rows[seq["seq_id"]]["text"]
-
-
 def test_precomputed_embeddings_that_do_not_match_exit_2(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"content": f"doc {i}"} for i in range(5)])
     np.save(tmp_path / "rows.npy", np.ones((4, 8), dtype=np.float32))
@@ -143,24 +118,10 @@ def test_precomputed_embeddings_that_do_not_match_exit_2(tmp_path: Path) -> None
     assert proc.returncode == 2 and "no usable documents" in proc.stderr
 
 
-def test_vectors_from_an_input_field_drive_the_packing(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(2, 6))
-    records = []
-    for i in range(40):
-        vec = centres[i % 2] + 0.05 * rng.normal(size=6)
-        records.append({"docid": f"d{i}", "text": f"document {i} " * (20 + i), "vec": vec.tolist()})
-    records.append({"docid": "bad", "text": "no vector here"})
-    data = write_jsonl(tmp_path / "v.jsonl", records)
-    cfg = datasculpt.default_config(input=str(data), ctx_len=256, **{
-        "embed.vector_key": "vec", "report.plots": False, "report.progress": False})
-    report = datasculpt.run(cfg, output_dir=str(tmp_path / "out"))
-    emb = np.load(tmp_path / "out" / "embeddings.npy", allow_pickle=False)
-    given = np.asarray([r["vec"] for r in records[:40]])
-    assert np.allclose(emb, given / np.linalg.norm(given, axis=1, keepdims=True), atol=1e-6)
-    assert report["input"]["malformed_by_reason"] == {"missing or invalid vector field 'vec'": 1}
-    clusters = np.load(tmp_path / "out" / "clusters.npy", allow_pickle=False)
-    assert len(set(zip(clusters.tolist(), [i % 2 for i in range(40)], strict=True))) == 2
-    # Only the cross-cluster remainder pass may mix the two planted groups in a window.
-    assert report["metrics"]["cluster_purity"] >= 0.9
-    check_contract(tmp_path / "out", ctx_len=256, append_eos=True)
+def test_cli_bad_judge_model_exits_2_before_any_work(tmp_path: Path) -> None:
+    proc = run_cli("judge=enabled", f"judge.model={tmp_path / 'absent.gguf'}",
+                   f"output_dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"datasculpt: error: judge.model GGUF file not found: {tmp_path / 'absent.gguf'}"]
+    assert not (tmp_path / "run" / "documents.parquet").exists()

@@ -1,4 +1,5 @@
-"""Issue 4's bar: DataSculpt against every baseline on the same corpus, at three ctx_lens.
+"""pack: issue 4's bar, every packer through ``datasculpt.pack.pack`` on the same corpus at three
+ctx_lens, DataSculpt against every baseline.
 
 Real components throughout: the embedded sample embedded by the packaged model, the real
 ISODATA clustering, the real kNN for iclm; and a labelled synthetic corpus with planted topics.
@@ -64,6 +65,7 @@ def _assert_bar(r: dict[str, dict[str, Any]], fill_target: float, max_ratio: flo
     assert r["fill"]["truncation_rate"] <= 0.02
 
 
+@pytest.mark.slow  # the whole sample through the encoder first: half a minute on 2 busy cores
 @pytest.mark.parametrize("ctx_len", CTX_LENS)
 def test_datasculpt_beats_the_baselines_on_the_embedded_sample(sample_semantics: dict,
                                                                ctx_len: int) -> None:
@@ -82,7 +84,7 @@ def test_datasculpt_beats_the_baselines_on_the_embedded_sample(sample_semantics:
     _assert_bar(r, fill_target=optimum - 1e-9, max_ratio=1.03)
 
 
-@pytest.mark.parametrize("ctx_len", CTX_LENS)
+@pytest.mark.parametrize("ctx_len", [2048, 4096, pytest.param(16384, marks=pytest.mark.slow)])
 def test_datasculpt_beats_the_baselines_on_a_labelled_synthetic_corpus(ctx_len: int) -> None:
     rng = np.random.default_rng(ctx_len)
     n_docs, n_topics, dim = 30_000 if ctx_len == 16384 else 8_000, 8, 64

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from datasculpt.executors import LocalExecutor
 from datasculpt.io.ingest import _prefetched, read_and_tokenize
@@ -105,9 +105,13 @@ def test_blocks_of_a_shard_hold_each_line_once(tmp_path: Path) -> None:
         assert seen == whole, block_bytes
     pq_shard = _parquet_shard(tmp_path / "p.parquet")
     blocks = plan_blocks([pq_shard], 1500)
-    assert len(blocks) > 3 and all(b.line_base is not None for b in blocks)
-    rows = [(line + b.line_base, rec, prob) for b in blocks
-            for line, rec, prob in _iter_records(pq_shard, b)]
+    assert len(blocks) > 3
+    per_block = [list(_iter_records(pq_shard, b)) for b in blocks]
+    # a block is whole row groups (16 rows), its base the rows of the blocks before it
+    assert [b.line_base for b in blocks] == np.cumsum([0, *map(len, per_block[:-1])]).tolist()
+    assert all(b.line_base % 16 == 0 for b in blocks)
+    rows = [(line + b.line_base, rec, prob) for b, got in zip(blocks, per_block, strict=True)
+            for line, rec, prob in got]
     assert rows == list(_iter_records(pq_shard)) and len(rows) == 200
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, check_contract, write_jsonl
+from helpers import REPO, check_contract, write_jsonl
 
 pytestmark = pytest.mark.slow
 

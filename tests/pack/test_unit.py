@@ -1,8 +1,8 @@
 """Tests of the unit-centric DataSculpt kernel (``datasculpt.pack.unit``, ``strategy=unit``) and
 of the finishing phases (``datasculpt.pack.finish``).
 
-Two independent readers keep the kernel honest: ``check_packing`` recomputes the token
-accounting and the report's packing metrics from the Packing alone, and
+Two independent readers keep the kernel honest: ``check_packing`` (tests/helpers.py)
+recomputes the token accounting and the report's packing metrics from the Packing alone, and
 ``sequential_reference`` is the plain one-unit-at-a-time greedy (phase 1 per cluster, then
 best fit of the remainder) against which the batched kernel with ``B = 1`` must agree exactly.
 """
@@ -14,6 +14,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import (
+    assert_same_packing,
+    check_packing,
+    packing_corpus,
+    small_packing_input,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,73 +34,11 @@ except ImportError:  # pragma: no cover
     compute_metrics = None
 
 
-def corpus(
-    n_docs: int, ctx_len: int, n_clusters: int, dim: int, seed: int, median: float = 600.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-normal lengths (heavy tail, clipped to 4 windows), planted-topic unit embeddings."""
-    rng = np.random.default_rng(seed)
-    doc_len = np.clip(np.rint(rng.lognormal(np.log(median), 1.3, n_docs)), 1, 4 * ctx_len)
-    labels = rng.integers(0, n_clusters, n_docs)
-    centres = rng.standard_normal((n_clusters, dim))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    emb = centres[labels] + rng.standard_normal((n_docs, dim)) / np.sqrt(dim)
-    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
-    return doc_len.astype(np.int64), emb, labels.astype(np.int64)
-
-
 def cfg_for(score: str = "paper", mode: str = "strict", batch_size: int = 1,
             strategy: str = "unit") -> PackConfig:
     """The unit-centric (paper's) strategy unless asked: this file tests that kernel."""
     return PackConfig(method="datasculpt", strategy=strategy, score=score, mode=mode,
                       batch_size=batch_size)
-
-
-# ---------------------------------------------------------------- independent checker
-
-
-def check_packing(packing: Packing, units: Units, ctx_len: int, emb: np.ndarray) -> dict:
-    """Assert the output contract and recompute fill/truncation/relevance from scratch."""
-    doc_len, eos = units.doc_len, units.eos
-    seq = packing.seq
-    assert seq.size and seq[0] == 0 and np.all(np.diff(seq) >= 0), "sequences out of order"
-    assert np.all(np.diff(seq) <= 1), "gap in sequence numbering"
-    assert np.all(packing.end > packing.start), "empty piece"
-    tokens = (packing.end - packing.start) + eos * (packing.end == doc_len[packing.doc])
-    per_seq = np.bincount(seq, weights=tokens).astype(np.int64)
-    assert per_seq.max() <= ctx_len, "overlong sequence"
-    assert per_seq.min() > 0, "empty sequence"
-    # Every token of every unit exactly once: the pieces of a document tile the units' spans.
-    want: dict[int, list[tuple[int, int]]] = {}
-    for d, s, e in zip(units.doc.tolist(), units.start.tolist(), units.end.tolist(), strict=True):
-        want.setdefault(d, []).append((s, e))
-    got: dict[int, list[tuple[int, int]]] = {}
-    for d, s, e in zip(packing.doc.tolist(), packing.start.tolist(), packing.end.tolist(),
-                       strict=True):
-        got.setdefault(d, []).append((s, e))
-    assert got.keys() == want.keys(), "documents lost or invented"
-    for d, spans in got.items():
-        spans.sort()
-        covered = sorted(want[d])
-        assert spans[0][0] == covered[0][0] and spans[-1][1] == covered[-1][1]
-        for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False):
-            assert e0 == s1, f"document {d}: tokens lost or duplicated"
-    n_seq = int(seq[-1]) + 1
-    pieces_per_doc = np.bincount(packing.doc, minlength=doc_len.shape[0])
-    fits = doc_len + eos <= ctx_len
-    rel = []
-    for s in range(n_seq):
-        docs = np.unique(packing.doc[seq == s])
-        if docs.size >= 2:
-            v = emb[docs].astype(np.float64)
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
-            g = v @ v.T
-            rel.append((g.sum() - np.trace(g)) / (docs.size * (docs.size - 1)))
-    return {
-        "n_sequences": n_seq,
-        "fill_rate": int(tokens.sum()) / (n_seq * ctx_len),
-        "truncation_rate": float((pieces_per_doc[fits] > 1).mean()) if fits.any() else 0.0,
-        "relevance": float(np.mean(rel)) if rel else math.nan,
-    }
 
 
 def assert_matches_lead_metrics(packing, units, ctx_len, emb, mine) -> None:
@@ -179,11 +123,6 @@ def sequential_reference(
     return Packing.from_lists(seqs)
 
 
-def assert_same(a: Packing, b: Packing) -> None:
-    for field in ("seq", "doc", "start", "end"):
-        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
-
-
 # ---------------------------------------------------------------- properties
 
 small_corpora = st.fixed_dictionaries({
@@ -196,24 +135,11 @@ small_corpora = st.fixed_dictionaries({
 })
 
 
-def small_input(p: dict) -> tuple[Units, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(p["seed"])
-    ctx_len = p["ctx_len"]
-    # Many short documents, some close to a window and some longer than one.
-    doc_len = np.where(rng.random(p["n_docs"]) < 0.8,
-                       rng.integers(1, max(2, ctx_len // 3), p["n_docs"]),
-                       rng.integers(1, 3 * ctx_len, p["n_docs"]))
-    emb = rng.standard_normal((p["n_docs"], p["dim"]))
-    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
-    clusters = rng.integers(0, p["n_clusters"], p["n_docs"]) * 7 - 3  # arbitrary label values
-    return make_units(doc_len, ctx_len, p["eos"]), emb, clusters
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=small_corpora, score=st.sampled_from(["paper", "weighted"]),
        mode=st.sampled_from(["strict", "fill"]), batch_size=st.sampled_from([1, 2, 3, 8, 256]))
 def test_every_token_once_and_no_overlong(p, score, mode, batch_size):
-    units, emb, clusters = small_input(p)
+    units, emb, clusters = small_packing_input(p)
     cfg = cfg_for(score, mode, batch_size)
     packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)
     mine = check_packing(packing, units, p["ctx_len"], emb)
@@ -227,25 +153,25 @@ def test_every_token_once_and_no_overlong(p, score, mode, batch_size):
                                  strict=True))
         assert placed == given_units
     # Deterministic: the same input gives the same arrays.
-    assert_same(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)[0])
+    assert_same_packing(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)[0])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(p=small_corpora, score=st.sampled_from(["paper", "weighted"]))
 def test_batch_size_one_is_the_sequential_greedy(p, score):
-    units, emb, clusters = small_input(p)
+    units, emb, clusters = small_packing_input(p)
     cfg = cfg_for(score, "strict", 1)
     packing, _ = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg)
-    assert_same(packing, sequential_reference(units, emb, clusters, p["ctx_len"], cfg))
+    assert_same_packing(packing, sequential_reference(units, emb, clusters, p["ctx_len"], cfg))
 
 
 def test_batch_size_one_matches_reference_on_a_topic_corpus():
-    doc_len, emb, labels = corpus(1500, 2048, 6, 16, seed=3, median=300)
+    doc_len, emb, labels = packing_corpus(1500, 2048, 6, 16, seed=3, median=300)
     units = make_units(doc_len, 2048, 1)
     for score in ("paper", "weighted"):
         cfg = cfg_for(score, "strict", 1)
         packing, _ = pack_datasculpt(units, emb, labels, 2048, cfg)
-        assert_same(packing, sequential_reference(units, emb, labels, 2048, cfg))
+        assert_same_packing(packing, sequential_reference(units, emb, labels, 2048, cfg))
 
 
 def test_long_documents_take_consecutive_sequences():
@@ -259,7 +185,7 @@ def test_long_documents_take_consecutive_sequences():
 
 def test_fill_mode_fills_windows_with_few_truncations():
     ctx_len = 4096
-    doc_len, emb, labels = corpus(8000, ctx_len, 20, 32, seed=11)
+    doc_len, emb, labels = packing_corpus(8000, ctx_len, 20, 32, seed=11)
     units = make_units(doc_len, ctx_len, 1)
     packing, stats = pack_datasculpt(units, emb, labels, ctx_len, cfg_for("paper", "fill", 32))
     mine = check_packing(packing, units, ctx_len, emb)
@@ -272,7 +198,7 @@ def test_fill_mode_fills_windows_with_few_truncations():
 @pytest.mark.parametrize("batch_size", [PackConfig().batch_size, 32])
 def test_batched_metrics_within_one_percent_of_sequential(score, batch_size):
     ctx_len = 16384
-    doc_len, emb, labels = corpus(12000, ctx_len, 12, 64, seed=5)
+    doc_len, emb, labels = packing_corpus(12000, ctx_len, 12, 64, seed=5)
     units = make_units(doc_len, ctx_len, 1)
     ref, _ = pack_datasculpt(units, emb, labels, ctx_len, cfg_for(score, "strict", 1))
     got, _ = pack_datasculpt(units, emb, labels, ctx_len, cfg_for(score, "strict", batch_size))
@@ -295,11 +221,17 @@ def test_rejects_units_longer_than_a_window():
 
 
 def test_stats_and_config_fields():
-    doc_len, emb, labels = corpus(300, 1024, 3, 8, seed=1, median=200)
+    doc_len, emb, labels = packing_corpus(300, 1024, 3, 8, seed=1, median=200)
     units = make_units(doc_len, 1024, 0)
     cfg = replace(cfg_for("weighted", "strict", 16), w_rel=2.0, w_fit=0.5)
     packing, stats = pack_datasculpt(units, emb, labels, 1024, cfg)
     check_packing(packing, units, 1024, emb)
-    for key in ("windows_opened", "remainder_units", "rounds", "seconds", "docs_per_s"):
-        assert key in stats
+    assert {k: stats[k] for k in ("clusters", "strategy", "batch_size", "score", "mode",
+                                  "fill_cuts")} == {
+        "clusters": 3, "strategy": "unit", "batch_size": 16, "score": "weighted",
+        "mode": "strict", "fill_cuts": 0}
     assert stats["sequences"] == packing.n_sequences <= stats["windows_opened"]
+    assert stats["cluster_windows"] <= stats["windows_opened"]
+    assert 0 <= stats["remainder_units"] <= len(units) and stats["rounds"] >= 1
+    assert 0 < stats["kernel_seconds"] <= stats["seconds"]
+    assert stats["docs_per_s"] == pytest.approx(300 / stats["seconds"])

@@ -4,7 +4,7 @@
 Two independent readers keep it honest: ``window_reference`` is the greedy written as a plain
 loop over one group (one window at a time, one unit at a time), against which the batched
 kernel (many groups side by side in padded blocks) must agree exactly; ``check_packing``
-(shared with the unit-centric tests) recomputes the token accounting from the output alone.
+(tests/helpers.py) recomputes the token accounting from the output alone.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
+from helpers import (
+    assert_same_packing,
+    check_packing,
+    packing_corpus,
+    small_packing_input,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_pack_datasculpt import assert_same, check_packing, corpus, small_input
 
 from datasculpt.config import PackConfig
 from datasculpt.executors import LocalExecutor
@@ -146,7 +150,7 @@ small = st.fixed_dictionaries({
        remainder_group=st.sampled_from([2, 7, 1024]),
        max_waste=st.sampled_from([0.0, 0.005, 1.0]))
 def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, max_waste):
-    units, emb, clusters = small_input(p)
+    units, emb, clusters = small_packing_input(p)
     cfg = window_cfg(mode=mode, max_group=max_group, remainder_group=remainder_group,
                      max_waste=max_waste)
     packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg, executor=LOCAL)
@@ -159,26 +163,26 @@ def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, m
                             packing.end.tolist(), strict=True))
         assert placed == sorted(zip(units.doc.tolist(), units.start.tolist(),
                                     units.end.tolist(), strict=True))
-    assert_same(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg,
+    assert_same_packing(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg,
                                          executor=LOCAL)[0])
 
 
 def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
     # Many batches and remainder runs: the thread pool is used, and must change nothing.
-    doc_len, emb, labels = corpus(4000, 1024, 40, 16, seed=7, median=150)
+    doc_len, emb, labels = packing_corpus(4000, 1024, 40, 16, seed=7, median=150)
     units = make_units(doc_len, 1024, 1)
     cfg = window_cfg(max_group=16, remainder_group=32, task_units=300)
     outs = []
     for n in (1, 3):
         monkeypatch.setattr(window, "_workers", lambda xp, n=n: n)
         outs.append(pack_datasculpt(units, emb, labels, 1024, cfg, executor=LOCAL)[0])
-    assert_same(*outs)
+    assert_same_packing(*outs)
 
 
 def test_large_clusters_are_split_and_still_packed_well():
     # 3 clusters of ~1,300 units: every cluster is split (max_group 64) and packed in parts.
     ctx_len = 4096
-    doc_len, emb, labels = corpus(4000, ctx_len, 3, 32, seed=2, median=300)
+    doc_len, emb, labels = packing_corpus(4000, ctx_len, 3, 32, seed=2, median=300)
     units = make_units(doc_len, ctx_len, 1)
     packing, stats = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(max_group=64),
                                      executor=LOCAL)
@@ -215,26 +219,3 @@ def test_window_beats_unit_on_relevance_and_purity_on_a_topic_corpus():
     assert w["label_purity_multi"] > u["label_purity_multi"]
 
 
-def test_config_is_validated():
-    units = make_units(np.array([5, 6]), 16, 1)
-    emb = np.eye(2, dtype=np.float32)
-    with pytest.raises(ValueError, match="strategy"):
-        pack_datasculpt(units, emb, np.zeros(2), 16,
-                        PackConfig(method="datasculpt", strategy="nope"))
-
-
-@pytest.mark.gpu
-def test_cupy_kernel_gives_the_numpy_packing():
-    # Integer embeddings keep every Gram entry exact on both devices, so the two runs must
-    # agree unit for unit (with real embeddings, GPU rounding may flip near-ties).
-    import cupy
-
-    rng = np.random.default_rng(11)
-    doc_len = np.clip(np.rint(rng.lognormal(np.log(300), 1.0, 3000)), 1, 3 * 2048)
-    units = make_units(doc_len.astype(np.int64), 2048, 1)
-    emb = rng.integers(-2, 3, (3000, 16)).astype(np.float32)
-    clusters = rng.integers(0, 6, 3000)
-    cfg = window_cfg(max_group=64, remainder_group=256)
-    cpu, _ = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
-    gpu, _ = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg, executor=LOCAL)
-    assert_same(cpu, gpu)
