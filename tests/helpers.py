@@ -42,7 +42,7 @@ def read_sequences(path: Path) -> list[dict[str, Any]]:
 
 
 def check_contract(run_dir: Path, ctx_len: int, append_eos: bool) -> dict[str, int]:
-    """An independent reader of the output contract (DESIGN §6): uses no datasculpt code.
+    """An independent reader of the output contract (docs/DESIGN.md): uses no datasculpt code.
 
     Returns the totals it saw; asserts every token of every document is placed exactly once,
     no sequence is over ctx_len and every n_tokens matches its spans (+ separators).
