@@ -58,6 +58,9 @@ def gpu_problem() -> str | None:
         import cupy
 
         cupy.cuda.runtime.getDeviceCount()
+    except ModuleNotFoundError:
+        return ("CuPy is not installed: pip install 'datasculpt[gpu-cu12]' or "
+                "'datasculpt[gpu-cu13]'")
     except Exception as exc:  # ImportError, or a CUDA runtime error from a broken install
         return f"CuPy is not usable ({exc.__class__.__name__}: {exc})"
     # Counting devices proves little: a CuPy without its CUDA toolkit (NVRTC, cuBLAS) or a

@@ -1,4 +1,4 @@
-"""The cluster stage: spherical k-means, then ISODATA refinement (DESIGN §2.4).
+"""Clustering: spherical k-means, then ISODATA refinement.
 
 k-means gives a first partition; each ISODATA round then (1) assigns every document to its
 nearest centroid, (2) recomputes centroids as normalised means and measures how far they moved,
@@ -36,15 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
+from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_numpy, xp_of
 from datasculpt.errors import ConfigError
-from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
+from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 16  # rows per matmul / row-dot block: bounds temporaries to chunk x max(k, D)
+_CHUNK = 1 << 16  # rows per row-dot block: bounds the gathered centroids to chunk x D
 _SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
 _SPHERICAL_POLISH = 5  # spherical iterations after cuML's Euclidean k-means
 
@@ -61,11 +62,6 @@ class ClusterResult:
 # --------------------------------------------------------------------------- array helpers
 
 
-def _normalize(x: Any) -> Any:
-    xp = xp_of(x)
-    return x / xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
-
-
 def _segment_sum(x: Any, labels: Any, k: int) -> Any:
     """Row sums of ``x`` per label, ``k x D`` float32."""
     xp = xp_of(x)
@@ -80,15 +76,6 @@ def _rowdot(x: Any, c: Any, lab: Any) -> Any:
     out = xp.empty(x.shape[0], dtype=xp.float32)
     for a in range(0, x.shape[0], _CHUNK):
         out[a:a + _CHUNK] = xp.einsum("nd,nd->n", x[a:a + _CHUNK], c[lab[a:a + _CHUNK]])
-    return out
-
-
-def assign_exact(x: Any, c: Any) -> Any:
-    """Index of the nearest centroid (largest inner product) of every row, blockwise."""
-    xp = xp_of(x)
-    out = xp.empty(x.shape[0], dtype=xp.int64)
-    for a in range(0, x.shape[0], _CHUNK):
-        out[a:a + _CHUNK] = xp.argmax(x[a:a + _CHUNK] @ c.T, axis=1)
     return out
 
 
@@ -146,20 +133,6 @@ def _torch_sample(x: Any, k: int, seed: int, device: str, max_points: int) -> An
     return t[perm.to(t.device)].to(device=device, dtype=torch.float32)
 
 
-def spherical_lloyd(train: Any, cent: Any, niter: int) -> Any:
-    """Spherical Lloyd iterations (torch, any device): assign by largest inner product,
-    move each centroid to its members' normalised mean; a centroid left empty stays put."""
-    import torch
-
-    for _ in range(niter):
-        lab = torch.cat([torch.argmax(train[a:a + _CHUNK] @ cent.T, dim=1)
-                         for a in range(0, train.shape[0], _CHUNK)])
-        sums = torch.zeros_like(cent).index_add_(0, lab, train)
-        empty = sums.norm(dim=1) == 0
-        cent = torch.where(empty[:, None], cent, torch.nn.functional.normalize(sums, dim=1))
-    return cent
-
-
 def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
     """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
     train = _torch_sample(x, k, seed, device, max_points)
@@ -197,8 +170,7 @@ def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int) -> Any:
     train = _torch_sample(x, k, seed, "cuda", max_points)
     km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
     km.fit(train)  # cuML takes the torch CUDA tensor through __cuda_array_interface__
-    cent = torch.nn.functional.normalize(
-        torch.from_dlpack(km.cluster_centers_).to(train.dtype), dim=1)
+    cent = l2_normalize(torch.from_dlpack(km.cluster_centers_).to(train.dtype))
     return spherical_lloyd(train, cent, _SPHERICAL_POLISH)
 
 
@@ -215,7 +187,7 @@ def kmeans(
     """
     cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
                                        rung)
-    return cent, assign_exact(x, cent) if labels is None else labels, impl
+    return cent, nearest(x, cent) if labels is None else labels, impl
 
 
 GPU_RUNGS = ("cuml", "faiss-gpu", "torch")
@@ -254,7 +226,7 @@ def _train_kmeans(
     n = int(x.shape[0])
     k = max(1, min(int(k), n))
     if k == 1 or k == n:
-        cent = _normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
+        cent = l2_normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
         return cent, xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64), "trivial"
     ladder = GPU_RUNGS if backend.is_gpu else CPU_RUNGS
     if rung != "auto" and rung not in ladder:
@@ -276,7 +248,7 @@ def _train_kmeans(
             continue
         impl = f"torch-{backend.torch_device}" if name == "torch" else name
         break
-    return _normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
+    return l2_normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
 
 
 # --------------------------------------------------------------------------- ISODATA
@@ -303,7 +275,7 @@ class _State:
 
     @property
     def centroids(self) -> Any:
-        return _normalize(self.sums)
+        return l2_normalize(self.sums)
 
     @property
     def spread(self) -> Any:
@@ -325,53 +297,44 @@ def _state(x: Any, w: Any, labels: Any, k: int) -> _State:
     return _State(labels, _segment_sum(x, labels, k), count, mass)
 
 
-def _block_task(item: tuple[int, int, Any, Any], *, x: Any, on_gpu: bool, k: int, cent: Any,
+def _block_task(bounds: tuple[int, int], *, x: Any, w: Any, labels: Any, k: int, cent: Any,
                 nbr: Any) -> tuple[Any, Any, Any, Any]:
-    """One block of rows (an executor task): its labels (reassigned when ``cent`` is given,
-    among ``nbr`` candidates when that is given too) and its per-cluster sums, counts and
-    token mass over ``k`` clusters."""
-    a, b, lab, w = item
-    xb = x[a:b]
-    if on_gpu:  # a task in another process, on its own GPU
-        xb, lab, w, cent, nbr = (None if v is None else to_device(v)
-                                 for v in (xb, lab, w, cent, nbr))
+    """One block ``[a, b)`` of rows (an executor task): its labels (reassigned when ``cent``
+    is given, among ``nbr`` candidates when that is given too) and its per-cluster sums,
+    counts and token mass over ``k`` clusters."""
+    a, b = bounds
+    xb, wb, lab, cent, nbr = (on_task_device(v) for v in (
+        x[a:b], w[a:b], None if labels is None else labels[a:b], cent, nbr))
     xp = xp_of(xb)
     if cent is not None:
-        lab = assign_exact(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
-    out = (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
-           xp.bincount(lab, weights=w, minlength=k))
-    return tuple(to_numpy(v) for v in out) if on_gpu else out
+        lab = nearest(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
+    return (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
+            xp.bincount(lab, weights=wb, minlength=k))
 
 
 class _Passes:
     """The passes over every document of a round, as executor tasks over fixed blocks of
     ``task_docs`` rows whose results are added in block order: the partition fixes the
-    rounding, so every executor and thread count gives the same bits. The rows reach the tasks
-    once per run (``executor.share``); only the k x D centroids travel per pass."""
+    rounding, so every executor and thread count gives the same bits. The rows and their
+    token counts reach the tasks once per run (``executor.share``); only the labels and the
+    k x D centroids travel per pass."""
 
     def __init__(self, x: Any, w: Any, backend: Backend, executor: Executor,
                  task_docs: int) -> None:
-        self.w, self.backend, self.executor = w, backend, executor
+        self.backend, self.executor = backend, executor
         n = int(x.shape[0])
         self.bounds = [(a, min(a + task_docs, n)) for a in range(0, n, task_docs)]
-        self.local = isinstance(executor, LocalExecutor)
-        self.remote_gpu = backend.is_gpu and not self.local
-        self.x = executor.share(x if self.local else to_numpy(x))
-
-    def _move(self, v: Any) -> Any:
-        return v if self.local or v is None else to_numpy(v)
+        self.x, self.w = executor.share(x), executor.share(w)
 
     def state(self, k: int, labels: Any = None, cent: Any = None, nbr: Any = None
               ) -> tuple[_State, Any]:
         """The partition after (re)assignment, empty clusters dropped and renumbered, and the
         old ids that survived (in order)."""
         xp = self.backend.xp
-        items = [(a, b, None if labels is None else self._move(labels[a:b]),
-                  self._move(self.w[a:b])) for a, b in self.bounds]
+        gpu = self.backend.is_gpu
         parts = self.executor.map(
-            _block_task, items, threads=1 if self.backend.is_gpu else host_threads(),
-            gpu=self.remote_gpu, x=self.x, on_gpu=self.remote_gpu, k=k,
-            cent=self._move(cent), nbr=self._move(nbr))
+            _block_task, self.bounds, threads=1 if gpu else host_threads(), gpu=gpu,
+            x=self.x, w=self.w, labels=labels, k=k, cent=cent, nbr=nbr)
         parts = [[self.backend.asarray(v) for v in p] for p in parts]
         labels = xp.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         sums, count, mass = parts[0][1], parts[0][2], parts[0][3]
@@ -444,8 +407,8 @@ def _split(
         side = new_side
         sums = _segment_sum(xs, seg * 2 + side, 2 * sel.shape[0]).reshape(-1, 2, xs.shape[1])
         filled = xp.sqrt((sums * sums).sum(axis=2)) > 0
-        a = xp.where(filled[:, :1], _normalize(sums[:, 0]), a)
-        b = xp.where(filled[:, 1:], _normalize(sums[:, 1]), b)
+        a = xp.where(filled[:, :1], l2_normalize(sums[:, 0]), a)
+        b = xp.where(filled[:, 1:], l2_normalize(sums[:, 1]), b)
     n_sel = sel.shape[0]
     half_mass = xp.bincount(seg * 2 + side, weights=w[members], minlength=2 * n_sel)
     half_mass = half_mass.reshape(n_sel, 2)
@@ -481,7 +444,7 @@ def _fold(x: Any, st: _State, min_tokens: float) -> tuple[Any, int]:
         small[targets] = False
     rows = xp.nonzero(small[st.labels])[0]
     labels = st.labels.copy()
-    labels[rows] = targets[assign_exact(x[rows], st.centroids[targets])]
+    labels[rows] = targets[nearest(x[rows], st.centroids[targets])]
     return labels, int(small.sum())
 
 
@@ -497,15 +460,15 @@ def _canonical(labels: Any, k: int) -> tuple[Any, Any]:
 
 def cluster(
     embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int,
-    executor: Executor | None = None,
+    executor: Executor,
 ) -> ClusterResult:
-    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules (DESIGN §2.4).
+    """Cluster documents for packing; ``n_tokens`` weights the token-mass rules.
 
     k-means trains on a sample in this process; the assignment passes and centroid sums of
     every round run as ``executor`` tasks over blocks of ``cfg.task_docs`` documents."""
     xp = backend.xp
     t0 = time.perf_counter()
-    x = _normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
+    x = l2_normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
     w = xp.asarray(backend.asarray(np.asarray(n_tokens)), dtype=xp.float64)
     n, dim = int(x.shape[0]), int(x.shape[1])
     if n == 0:
@@ -522,7 +485,7 @@ def cluster(
     cent, labels, km_impl = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
                                           max_points, str(cfg.kmeans))
     t_kmeans = time.perf_counter() - t0
-    passes = _Passes(x, w, backend, executor or LocalExecutor(), int(cfg.task_docs))
+    passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
     st, _ = passes.state(int(cent.shape[0]), labels=labels,
                          cent=cent if labels is None else None)
     rounds: list[dict[str, Any]] = []

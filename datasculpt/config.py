@@ -1,7 +1,8 @@
 """The configuration schema, registered with Hydra's ConfigStore and validated once per run.
 
-Stages receive only their own node (``cfg.embed``, ``cfg.pack``, ...); after ``validate`` the
-code trusts its config.
+Every key, its default and what it does are written here once (the option files under
+``conf/`` set only what an option changes); a stage declares which keys it reads
+(``datasculpt.runner.Stage.reads``). After ``validate`` the code trusts its config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from datasculpt.errors import ConfigError
+from datasculpt.extras import check_extras
 from datasculpt.models import looks_local
 
 PACK_METHODS = ("concat", "bfd", "iclm", "datasculpt")
@@ -42,7 +44,7 @@ class EmbedConfig:
     # anything else is a local directory or a hub name.
     model: str = "default"
     # encoder: the transformer itself | static: a Model2Vec table distilled from it once
-    # (cached; datasculpt.static), a lookup and a weighted sum per document: ~60x the encoder
+    # (cached; datasculpt.embed.distill), a lookup and a weighted sum per document: ~60x the encoder
     # on a CPU (docs/BENCHMARKS.md)
     kind: str = "encoder"
     static_dir: str | None = None  # static: a ready Model2Vec model instead of distilling
@@ -52,10 +54,10 @@ class EmbedConfig:
     # (code punctuation, boilerplate) from swamping the mean: measured in docs/BENCHMARKS.md.
     term_weight: str = "sqrt"
     pooling: str = "mean"  # mean | cls
-    max_length: int = 256
-    batch_size: int = 64
+    max_length: int = 256  # tokens of a document the embedder reads (its beginning)
+    batch_size: int = 64  # documents per encoder forward pass (halved on a GPU out of memory)
     dtype: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # let transformers run the model repository's own code
     # Precomputed embeddings instead of the encoder: an .npy aligned with documents.parquet,
     # or a field of the input records holding the vector.
     precomputed: str | None = None
@@ -66,7 +68,7 @@ class EmbedConfig:
 class ClusterConfig:
     k: int | None = None  # None: chosen from N and the token mass
     windows_per_cluster: float = 4.0  # target cluster size (in ctx_len windows) for automatic k
-    kmeans_iter: int = 25
+    kmeans_iter: int = 25  # iterations of the first k-means
     # k-means rung: auto (GPU: cuml -> faiss-gpu -> torch; CPU: faiss-cpu -> torch) or one of
     # them by name, which makes its absence an error instead of a step down the ladder.
     kmeans: str = "auto"
@@ -118,7 +120,7 @@ class PackConfig:
     # Units per cluster per round, scored together against the cluster's windows (B = 1 is the
     # sequential greedy exactly; 32 gives the same metrics within 1% and the best throughput).
     batch_size: int = 32
-    # iclm baseline
+    # iclm baseline: neighbours per document in the kNN graph its path follows
     knn_k: int = 10
 
 
@@ -161,21 +163,25 @@ class JudgeConfig:
 
 @dataclass
 class DataSculptConfig:
-    input: str | None = None  # file, directory of shards or glob; None: the embedded sample
+    # a file, a directory of shards (searched recursively) or a glob; .jsonl, .jsonl.gz,
+    # .jsonl.zst, .parquet. None: the embedded sample
+    input: str | None = None
     output_dir: str | None = None  # None: Hydra's run directory
-    ctx_len: int = 16384
-    seed: int = 0
+    ctx_len: int = 16384  # tokens per sequence, separators included
+    seed: int = 0  # every random choice (k-means, shuffles, the judge's samples)
     text_key: str = "content"  # falls back to "text" when a record lacks it
     id_key: str = "docid"  # "<file>:<line>" when a record lacks it
     label_key: str | None = None  # e.g. "domain"; the embedded sample uses "topic"
-    append_eos: bool = True  # a separator token after each document's last span
-    tokenizer: str = "default"  # "default": the tokenizer of the packaged MiniLM model
-    tokenize_batch_size: int = 1024
+    # a separator (EOS, or SEP for BERT tokenizers) after each document's last span
+    append_eos: bool = True
+    # "default": the tokenizer of the packaged MiniLM model; else a local directory or hub name
+    tokenizer: str = "default"
+    tokenize_batch_size: int = 1024  # documents per tokenizer call
     # Shards larger than this are read and tokenized as several tasks (plain JSONL by byte
     # ranges, Parquet by row groups; compressed JSONL whole); the output is the same.
     tokenize_block_mb: float = 256.0
     strict: bool = False  # make any malformed record an error
-    overwrite: bool = False
+    overwrite: bool = False  # recompute every stage instead of reusing finished artifacts
     backend: BackendConfig = field(default_factory=BackendConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -272,6 +278,7 @@ def validate(cfg: DictConfig) -> None:
         if value != "default" and looks_local(value):
             _check(os.path.isdir(os.path.expanduser(value)), f"{key} path not found: {value}")
     _validate_judge(cfg.judge)
+    check_extras(cfg)
     if cfg.embed.precomputed is not None:
         _check(os.path.isfile(os.path.expanduser(cfg.embed.precomputed)),
                f"embed.precomputed not found: {cfg.embed.precomputed}")

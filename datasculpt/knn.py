@@ -1,6 +1,6 @@
 """Exact k-nearest neighbours by inner product on L2-normalised vectors (cosine similarity).
 
-The ladder (DESIGN §3): on the GPU, FAISS-GPU brute force on the device array, else a chunked
+The ladder: on the GPU, FAISS-GPU brute force on the device array, else a chunked
 torch matmul + top-k on the device; on the CPU, faiss-cpu ``IndexFlatIP``, else the same torch
 code on the CPU. A missing rung is logged once and the next one runs. Results come back as
 host NumPy arrays because their consumers (graph traversal, reports) are host code.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,8 +19,22 @@ from omegaconf import DictConfig
 from datasculpt.config import register_configs, validate
 from datasculpt.errors import UserError
 
-CONFIG_MODULE = "datasculpt.conf"
+CONFIG_MODULE = "datasculpt.conf"  # an installed build maps conf/ to this package
 log = logging.getLogger("datasculpt")
+
+
+def source_config_dir() -> Path | None:
+    """``conf/`` of the source checkout this module runs from, if it does: a checkout has no
+    ``datasculpt.conf`` package until it is installed, and must run all the same."""
+    root = Path(__file__).resolve().parent.parent
+    conf = root / "conf"
+    if (root / "pyproject.toml").is_file() and (conf / "config.yaml").is_file():
+        return conf
+    return None
+
+
+_SOURCE_CONF = source_config_dir()
+CONFIG_PATH = str(_SOURCE_CONF) if _SOURCE_CONF else f"pkg://{CONFIG_MODULE}"
 
 register_configs()
 
@@ -49,7 +64,7 @@ def _composition_error(exc: BaseException) -> str:
 
 def precheck(argv: list[str]) -> None:
     """Compose and validate the config for the first point of any sweep, before Hydra runs."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -70,7 +85,10 @@ def precheck(argv: list[str]) -> None:
     first = [p[0] for p in points]
     try:
         GlobalHydra.instance().clear()
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        init = (initialize_config_dir(config_dir=str(_SOURCE_CONF), version_base="1.3")
+                if _SOURCE_CONF else
+                initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"))
+        with init:
             for i, choices in enumerate(points):  # every value of every swept key, one at a time
                 for choice in choices:
                     overrides = first[:i] + [choice] + first[i + 1 :]
@@ -83,7 +101,7 @@ def precheck(argv: list[str]) -> None:
         GlobalHydra.instance().clear()
 
 
-@hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
     from datasculpt.pipeline import run
 

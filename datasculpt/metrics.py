@@ -1,4 +1,4 @@
-"""The metrics of DESIGN §5, computed from the output contract alone.
+"""The report's metrics of a packing, computed from the output contract alone.
 
 Everything here reads only placed spans (a ``Packing``), the documents' token counts and,
 when given, their embeddings, cluster labels and input labels: exactly what anyone can
@@ -14,6 +14,7 @@ import numpy as np
 
 from datasculpt.backend import to_numpy
 from datasculpt.types import Packing
+from datasculpt.vectors import ZERO_ROWS_ONLY, l2_normalize
 
 _CHUNK = 1 << 16
 
@@ -55,9 +56,7 @@ def relevance_per_sequence(packing: Packing, embeddings: Any) -> np.ndarray:
     sq = np.zeros(n_seq, dtype=np.float64)
     for lo in range(0, seq.size, _CHUNK):
         s, d = seq[lo : lo + _CHUNK], doc[lo : lo + _CHUNK]
-        rows = np.asarray(emb[d], dtype=np.float64)
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        rows /= np.where(norms > 0, norms, 1.0)
+        rows = l2_normalize(np.asarray(emb[d], dtype=np.float64), eps=ZERO_ROWS_ONLY)
         heads = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
         sums[s[heads]] += np.add.reduceat(rows, heads, axis=0)
         sq[s[heads]] += np.add.reduceat((rows * rows).sum(axis=1), heads)
@@ -110,9 +109,8 @@ def random_pair_cosine(embeddings: Any) -> float:
     total = np.zeros(emb.shape[1], dtype=np.float64)
     sq = 0.0
     for lo in range(0, n, _CHUNK):
-        rows = np.asarray(emb[lo : lo + _CHUNK], dtype=np.float64)
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        rows /= np.where(norms > 0, norms, 1.0)
+        rows = l2_normalize(np.asarray(emb[lo : lo + _CHUNK], dtype=np.float64),
+                            eps=ZERO_ROWS_ONLY)
         total += rows.sum(axis=0)
         sq += float((rows * rows).sum())
     return float((total @ total - sq) / (n * (n - 1)))
@@ -127,7 +125,7 @@ def compute_metrics(
     clusters: np.ndarray | None = None,
     labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Every DESIGN §5 metric this input allows; semantic ones are ``None`` without their data.
+    """Every metric this input allows; semantic ones are ``None`` without their data.
 
     A document "fits" when its tokens plus its separator fit in one window
     (``doc_len + eos <= ctx_len``); only those count towards ``truncation_rate``, since the

@@ -20,24 +20,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import synthetic  # noqa: E402
+
 from datasculpt.backend import resolve_backend  # noqa: E402
 from datasculpt.cluster import cluster  # noqa: E402
 from datasculpt.config import ClusterConfig  # noqa: E402
+from datasculpt.executors import LocalExecutor  # noqa: E402
 
 
 def planted(n: int, dim: int, n_planted: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Rows = planted direction + isotropic noise of equal norm (cos to the direction ~0.7)."""
     rng = np.random.default_rng(seed)
-    dirs = rng.standard_normal((n_planted, dim), dtype=np.float32)
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    dirs = synthetic.unit_directions(rng.standard_normal((n_planted, dim), dtype=np.float32))
     truth = rng.integers(0, n_planted, n)
-    x = np.empty((n, dim), dtype=np.float32)
-    for a in range(0, n, 1 << 17):
-        b = min(n, a + (1 << 17))
-        block = rng.standard_normal((b - a, dim), dtype=np.float32) / np.float32(math.sqrt(dim))
-        block += dirs[truth[a:b]]
-        x[a:b] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return x, truth
+    return synthetic.planted_unit_rows(rng, dirs, truth, chunk=1 << 17), truth
 
 
 def purity(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
@@ -68,7 +64,8 @@ def main() -> None:
         gen_s = time.perf_counter() - t0
         xs = backend.asarray(x)
         t0 = time.perf_counter()
-        res = cluster(xs, n_tokens, args.ctx_len, ClusterConfig(), backend, args.seed)
+        res = cluster(xs, n_tokens, args.ctx_len, ClusterConfig(), backend, args.seed,
+                      LocalExecutor())
         total = time.perf_counter() - t0
         st = res.stats
         rounds = ", ".join(

@@ -146,7 +146,7 @@ def _static(args: argparse.Namespace, texts: list[str], backend, encoder_docs_s:
     timed like the encoder (best of --repeats), and the ratio of the two."""
     from omegaconf import OmegaConf
 
-    from datasculpt.static import StaticEncoder, static_model_dir
+    from datasculpt.embed.static import StaticEncoder, static_model_dir
 
     for max_length, term_weight in itertools.product(args.static_max_length,
                                                      args.static_term_weight):
@@ -178,7 +178,7 @@ def _mfu(args: argparse.Namespace, cfg: EmbedConfig, backend, tokens_per_s: floa
     forward pass's matmuls; attention's own O(L^2) products are left out (small at L <= 256)."""
     if not backend.is_gpu:
         return
-    from datasculpt.embed import _torch_dtype, load_model
+    from datasculpt.embed.encoder import _torch_dtype, load_model
 
     _, model = load_model(cfg.model, "cuda", _torch_dtype(cfg.dtype, "cuda"))
     params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)

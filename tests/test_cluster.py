@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
+import logging
 import random
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from helpers import planted, purity, same_partition
 
 import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
@@ -20,16 +20,20 @@ from datasculpt.cluster import (
     _kmeans_torch,
     _merge,
     _Passes,
+    _rung_unavailable,
+    _RungMissing,
     _state,
-    assign_exact,
     auto_k,
     cluster,
     kmeans,
 )
 from datasculpt.config import ClusterConfig, EmbedConfig
+from datasculpt.errors import ConfigError
 from datasculpt.executors import LocalExecutor
+from datasculpt.vectors import nearest, spherical_lloyd
 
 CPU = resolve_backend("cpu")
+LOCAL = LocalExecutor()
 CTX = 1000
 
 TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
@@ -93,24 +97,6 @@ def topic_corpus(per_topic: int = 25, seed: int = 0) -> tuple[list[str], np.ndar
     return [texts[i] for i in order], np.asarray(labels)[order]
 
 
-def planted(k: int, per: int, d: int = 32, noise: float = 0.05, seed: int = 0) -> tuple:
-    """Unit vectors around ``k`` random orthogonal-ish directions; returns (x, true labels)."""
-    rng = np.random.default_rng(seed)
-    dirs = np.linalg.qr(rng.normal(size=(d, d)))[0][:k]
-    lab = np.repeat(np.arange(k), per)
-    x = dirs[lab] + noise * rng.normal(size=(lab.size, d))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32), lab
-
-
-def purity(pred: np.ndarray, truth: np.ndarray, weight: np.ndarray | None = None) -> float:
-    """Token-weighted share of each predicted cluster's majority label."""
-    w = np.ones(pred.size) if weight is None else np.asarray(weight, float)
-    table = np.zeros((pred.max() + 1, truth.max() + 1))
-    np.add.at(table, (pred, truth), w)
-    return float(table.max(axis=1).sum() / w.sum())
-
-
 def cfg(**kw: Any) -> ClusterConfig:
     return ClusterConfig(**{"split_threshold": 0.9, "min_cluster_windows": 1.0, **kw})
 
@@ -121,14 +107,14 @@ def test_kmeans_ladder_on_cpu_is_faiss() -> None:
     assert impl == "faiss-cpu"
     assert cent.shape == (4, 32) and np.allclose(np.linalg.norm(cent, axis=1), 1, atol=1e-5)
     assert purity(labels, lab) == 1.0
-    np.testing.assert_array_equal(labels, assign_exact(x, cent))
+    np.testing.assert_array_equal(labels, nearest(x, cent))
 
 
 def test_torch_kmeans_rung_recovers_planted_clusters() -> None:
     """The GPU's last rung is torch; the same code runs on the CPU here."""
     x, lab = planted(5, 80, seed=2)
     cent = _kmeans_torch(x, 5, 20, 0, "cpu", 256).numpy()
-    assert purity(assign_exact(x, cent), lab) >= 0.95
+    assert purity(nearest(x, cent), lab) >= 0.95
 
 
 def test_candidate_assignment_equals_exact_near_a_partition() -> None:
@@ -150,7 +136,7 @@ def test_near_identical_centroids_are_merged() -> None:
     # pairs heavier than max_cluster_tokens stay apart (the split rule would undo them)
     assert _merge(_state(x, tokens, labels, 4), 0.9, 15_000)[1] == 0
 
-    res = cluster(x, tokens, CTX, cfg(k=4, merge_threshold=0.9), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=4, merge_threshold=0.9), CPU, 0, LOCAL)
     assert res.stats["k_initial"] == 4 and res.stats["k"] == 2
     assert res.stats["rounds"][0]["merged"] >= 1
     assert purity(res.labels, lab) == 1.0
@@ -159,18 +145,18 @@ def test_near_identical_centroids_are_merged() -> None:
 def test_bimodal_cluster_is_split() -> None:
     x, lab = planted(2, 150, noise=0.05)
     c = cfg(k=1, split_threshold=0.2)
-    res = cluster(x, np.full(x.shape[0], 100), CTX, c, CPU, 0)
+    res = cluster(x, np.full(x.shape[0], 100), CTX, c, CPU, 0, LOCAL)
     assert res.stats["rounds"][0]["split"] == 1
     assert res.stats["k"] == 2 and purity(res.labels, lab) == 1.0
     assert max(res.stats["spread"]) < 0.2
     # the same data with the default threshold stays one cluster: 1 - |mean| is ~0.29
-    res = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=1, split_threshold=0.55), CPU, 0)
+    res = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=1, split_threshold=0.55), CPU, 0, LOCAL)
     assert res.stats["k"] == 1
 
 
 def test_cluster_heavier_than_max_tokens_is_split() -> None:
     x, _ = planted(1, 400, noise=0.3)
-    res = cluster(x, np.full(400, 100), CTX, cfg(k=1, max_cluster_tokens=12_000), CPU, 0)
+    res = cluster(x, np.full(400, 100), CTX, cfg(k=1, max_cluster_tokens=12_000), CPU, 0, LOCAL)
     assert res.stats["k"] >= 4
     assert max(res.stats["tokens"]) <= 12_000
     assert sum(res.stats["tokens"]) == 40_000
@@ -179,7 +165,7 @@ def test_cluster_heavier_than_max_tokens_is_split() -> None:
 def test_cluster_below_one_window_is_folded() -> None:
     x, lab = planted(3, 60, noise=0.05)
     tokens = np.where(lab == 2, 5, 100)  # cluster 2 holds 300 tokens < one 1000-token window
-    res = cluster(x, tokens, CTX, cfg(k=3), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=3), CPU, 0, LOCAL)
     assert res.stats["rounds"][0]["folded"] == 1
     assert res.stats["k"] == 2
     assert min(res.stats["tokens"]) >= CTX
@@ -189,18 +175,18 @@ def test_cluster_below_one_window_is_folded() -> None:
 def test_stops_on_epsilon_and_runs_to_max_iter_without_it() -> None:
     x, _ = planted(4, 100, noise=0.05)
     tokens = np.full(x.shape[0], 100)
-    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=1e-3, max_iter=10), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=1e-3, max_iter=10), CPU, 0, LOCAL)
     assert res.stats["converged"] and res.stats["iterations"] == 1
     assert res.stats["final_shift"] < 1e-3
-    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=-1.0, max_iter=3), CPU, 0)
+    res = cluster(x, tokens, CTX, cfg(k=4, epsilon=-1.0, max_iter=3), CPU, 0, LOCAL)
     assert not res.stats["converged"] and res.stats["iterations"] == 3
 
 
 def test_same_seed_same_labels_in_canonical_order() -> None:
     x, _ = planted(6, 50, noise=0.2, seed=7)
     tokens = np.random.default_rng(0).integers(10, 400, x.shape[0])
-    a = cluster(x, tokens, CTX, cfg(k=6), CPU, seed=3)
-    b = cluster(x.copy(), tokens.copy(), CTX, cfg(k=6), CPU, seed=3)
+    a = cluster(x, tokens, CTX, cfg(k=6), CPU, seed=3, executor=LOCAL)
+    b = cluster(x.copy(), tokens.copy(), CTX, cfg(k=6), CPU, seed=3, executor=LOCAL)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.centroids, b.centroids)
     assert a.labels.dtype == np.int32 and a.centroids.dtype == np.float32
@@ -217,9 +203,9 @@ def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
     extra = -x.mean(axis=0, keepdims=True)  # a centroid no document is nearest to
     cent = np.concatenate([means, extra]).astype(np.float32)
     cent /= np.linalg.norm(cent, axis=1, keepdims=True)
-    ref = _state(x, w, assign_exact(x, cent), 7)  # one pass; drops the empty 7th cluster
-    one, kept_one = _Passes(x, w, CPU, LocalExecutor(), 10**6).state(7, cent=cent)
-    many, kept = _Passes(x, w, CPU, LocalExecutor(), 61).state(7, cent=cent)  # 7 blocks
+    ref = _state(x, w, nearest(x, cent), 7)  # one pass; drops the empty 7th cluster
+    one, kept_one = _Passes(x, w, CPU, LOCAL, 10**6).state(7, cent=cent)
+    many, kept = _Passes(x, w, CPU, LOCAL, 61).state(7, cent=cent)  # 7 blocks
     np.testing.assert_array_equal(kept, np.arange(6))
     np.testing.assert_array_equal(kept_one, kept)
     for st in (one, many):
@@ -229,7 +215,7 @@ def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
     np.testing.assert_array_equal(one.sums, ref.sums)  # one block is the single pass, bit for bit
     np.testing.assert_allclose(many.sums, ref.sums, rtol=1e-5, atol=1e-5)
     # candidate assignment inside the blocks agrees with exact assignment here
-    cand, _ = _Passes(x, w, CPU, LocalExecutor(), 61).state(
+    cand, _ = _Passes(x, w, CPU, LOCAL, 61).state(
         7, labels=lab, cent=cent, nbr=cluster_mod._candidates(cent, 3))
     np.testing.assert_array_equal(cand.labels, lab)
 
@@ -239,9 +225,9 @@ def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch
     tokens = np.random.default_rng(2).integers(10, 600, x.shape[0])
     c = cfg(k=8, task_docs=50, max_iter=4, epsilon=-1.0)
     monkeypatch.setattr(cluster_mod, "host_threads", lambda: 1)
-    serial = cluster(x, tokens, CTX, c, CPU, 0)
+    serial = cluster(x, tokens, CTX, c, CPU, 0, LOCAL)
     monkeypatch.setattr(cluster_mod, "host_threads", lambda: 4)
-    threaded = cluster(x, tokens, CTX, c, CPU, 0)
+    threaded = cluster(x, tokens, CTX, c, CPU, 0, LOCAL)
     assert serial.stats["iterations"] == 4
     np.testing.assert_array_equal(serial.labels, threaded.labels)
     np.testing.assert_array_equal(serial.centroids, threaded.centroids)
@@ -252,16 +238,16 @@ def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch
 )
 def test_tiny_inputs(n: int, k: int | None) -> None:
     x, _ = planted(3, 5, seed=1)
-    res = cluster(x[:n], np.full(n, 2000), CTX, cfg(k=k), CPU, 0)
+    res = cluster(x[:n], np.full(n, 2000), CTX, cfg(k=k), CPU, 0, LOCAL)
     assert res.labels.shape == (n,) and res.labels.min() == 0
     assert res.centroids.shape == (res.stats["k"], 32) and res.stats["k"] <= n
 
 
 def test_identical_vectors_and_empty_input() -> None:
     x = np.tile(np.float32([[0.6, 0.8, 0.0]]), (40, 1))
-    res = cluster(x, np.full(40, 500), CTX, cfg(k=5), CPU, 0)
+    res = cluster(x, np.full(40, 500), CTX, cfg(k=5), CPU, 0, LOCAL)
     assert res.stats["k"] == 1 and (res.labels == 0).all()
-    empty = cluster(np.zeros((0, 3), np.float32), np.zeros(0), CTX, cfg(), CPU, 0)
+    empty = cluster(np.zeros((0, 3), np.float32), np.zeros(0), CTX, cfg(), CPU, 0, LOCAL)
     assert empty.labels.shape == (0,) and empty.stats["k"] == 0
 
 
@@ -288,36 +274,19 @@ def test_topic_corpus_clusters_by_topic(topic_embeddings: tuple) -> None:
     emb, n_tokens, labels = topic_embeddings
     ctx_len = 256
     c = dataclasses.replace(ClusterConfig(), windows_per_cluster=2.0)
-    res = cluster(emb, n_tokens, ctx_len, c, CPU, seed=0)
+    res = cluster(emb, n_tokens, ctx_len, c, CPU, seed=0, executor=LOCAL)
     assert res.stats["kmeans"] == "faiss-cpu"
     assert purity(res.labels, labels, n_tokens) >= 0.85, res.stats
     assert min(res.stats["tokens"]) >= ctx_len  # folded up to one window
 
 
-def _sample() -> list[dict[str, Any]] | None:
-    try:
-        ref = resources.files("datasculpt.data").joinpath("sample.jsonl.gz")
-        with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh]
-    except (FileNotFoundError, ModuleNotFoundError):
-        return None
-
-
-@pytest.mark.slow
-def test_embedded_sample_clusters_by_topic() -> None:
-    from datasculpt.embed import embed_texts
-    from datasculpt.tokenize import load_tokenizer
-
-    records = _sample()
-    if records is None:
-        pytest.skip("datasculpt/data/sample.jsonl.gz is not there")
-    texts = [r["content"] for r in records]
-    _, truth = np.unique([r["topic"] for r in records], return_inverse=True)
-    emb, _ = embed_texts(texts, EmbedConfig(), CPU, progress=False)
-    tok = load_tokenizer("default")
-    n_tokens = np.asarray([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]])
-    res = cluster(emb, n_tokens, 4096, ClusterConfig(), CPU, seed=0)
-    assert purity(res.labels, truth, n_tokens) >= 0.85, res.stats
+@pytest.mark.slow  # ISODATA on the whole sample at 4096 (the embedding is shared, session-wide)
+def test_embedded_sample_clusters_by_topic(sample_semantics: dict[str, Any]) -> None:
+    s = sample_semantics
+    _, truth = np.unique(s["labels"], return_inverse=True)
+    res = cluster(s["embeddings"], s["doc_len"], 4096, ClusterConfig(), CPU, seed=0,
+                  executor=LOCAL)
+    assert purity(res.labels, truth, s["doc_len"]) >= 0.85, res.stats
 
 
 @pytest.mark.gpu
@@ -331,8 +300,83 @@ def test_gpu_kmeans_ladder_and_cluster() -> None:
     assert isinstance(cent, cupy.ndarray) and isinstance(labels, cupy.ndarray)
     assert purity(cupy.asnumpy(labels), lab) >= 0.95
     torch_cent = cupy.asarray(_kmeans_torch(cupy.asarray(x), 8, 20, 0, "cuda", 256))
-    assert purity(cupy.asnumpy(assign_exact(cupy.asarray(x), torch_cent)), lab) >= 0.95
-    res = cluster(cupy.asarray(x), np.full(x.shape[0], 100), CTX, cfg(k=8), gpu, 0)
-    cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0)
+    assert purity(cupy.asnumpy(nearest(cupy.asarray(x), torch_cent)), lab) >= 0.95
+    res = cluster(cupy.asarray(x), np.full(x.shape[0], 100), CTX, cfg(k=8), gpu, 0, LOCAL)
+    cpu = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=8), CPU, 0, LOCAL)
     assert isinstance(res.labels, np.ndarray) and res.stats["k"] == cpu.stats["k"] == 8
     np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering
+
+
+def _uneven() -> tuple[np.ndarray, np.ndarray]:
+    # Clusters of different spread: Euclidean k-means on unit vectors favours the tight ones.
+    return planted(6, 120, d=24, noise=np.linspace(0.02, 0.12, 6), seed=1)
+
+
+def test_spherical_polish_turns_euclidean_centroids_into_a_spherical_fixed_point() -> None:
+    # What the cuML rung does after cuML's Euclidean k-means, here from faiss's Euclidean one.
+    import faiss
+
+    x, truth = _uneven()
+    km = faiss.Kmeans(x.shape[1], 6, niter=20, seed=0, spherical=False, verbose=False)
+    km.train(x)
+    t = torch.from_numpy(x)
+    cent = torch.nn.functional.normalize(torch.from_numpy(km.centroids), dim=1)
+    polished = spherical_lloyd(t, cent, 5)
+    lab = torch.argmax(t @ polished.T, dim=1)
+    again = spherical_lloyd(t, polished, 1)
+    assert torch.equal(torch.argmax(t @ again.T, dim=1), lab)  # a fixed point
+    assert torch.allclose(polished.norm(dim=1), torch.ones(6))
+    _, ref, _ = kmeans(x, 6, 20, 0, CPU)  # the faiss spherical rung
+    for labels in (lab.numpy(), ref):  # both: the planted partition, up to numbering
+        assert np.unique(np.stack([labels, truth]), axis=1).shape[1] == 6
+
+
+def test_a_named_kmeans_rung_runs_or_is_an_error() -> None:
+    x, _ = _uneven()
+    _, _, impl = kmeans(x, 6, 10, 0, CPU, rung="torch")
+    assert impl == "torch-cpu"
+    with pytest.raises(ConfigError, match="not a rung of the cpu backend"):
+        kmeans(x, 6, 10, 0, CPU, rung="cuml")
+
+
+def test_a_broken_library_is_told_apart_from_a_missing_one(caplog) -> None:
+    missing = ModuleNotFoundError("No module named 'cuml'", name="cuml")
+    broken = ImportError("libcudart.so.12: cannot open shared object file")
+    with caplog.at_level(logging.WARNING, logger="datasculpt.cluster"):
+        _rung_unavailable("cuml", broken, forced=False)
+    assert "installed but failing" in caplog.text and "libcudart" in caplog.text
+    for exc, state in ((missing, "not available"), (broken, "installed but failing"),
+                       (_RungMissing("no GPU support"), "not available")):
+        with pytest.raises(ConfigError, match=state):
+            _rung_unavailable("cuml", exc, forced=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rung", ["cuml", "faiss-gpu", "torch"])
+def test_each_kmeans_rung_on_the_gpu(gpu_backend, rung: str) -> None:
+    import cupy
+
+    x, lab = planted(8, 200, seed=5)
+    try:
+        cent, labels, impl = kmeans(cupy.asarray(x), 8, 20, 0, gpu_backend, rung=rung)
+    except ConfigError as exc:
+        if "not available" in str(exc):
+            pytest.skip(f"{rung}: {exc}")
+        raise
+    assert impl == ("torch-cuda" if rung == "torch" else rung)
+    assert isinstance(cent, cupy.ndarray) and isinstance(labels, cupy.ndarray)
+    assert same_partition(cupy.asnumpy(labels), lab)
+
+
+@pytest.mark.gpu
+def test_cluster_stage_on_the_gpu_matches_the_cpu(gpu_backend) -> None:
+    import cupy
+
+    x, lab = planted(8, 200, seed=5)
+    tokens = np.full(x.shape[0], 100)
+    cfg = ClusterConfig(k=8, split_threshold=0.9, task_docs=300)  # several block passes
+    res = cluster(cupy.asarray(x), tokens, 1000, cfg, gpu_backend, 0, LOCAL)
+    cpu = cluster(x, tokens, 1000, cfg, CPU, 0, LOCAL)
+    assert res.stats["xp"] == "cupy" and res.stats["assign"] == "exact"
+    np.testing.assert_array_equal(res.labels, cpu.labels)  # canonical numbering
+    assert same_partition(res.labels, lab)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import planted
 
+import datasculpt.knn as knn_mod
 from datasculpt.backend import gpu_problem, resolve_backend
 from datasculpt.errors import ConfigError
 from datasculpt.knn import drop_self, knn, knn_impl, search_torch
@@ -71,10 +73,10 @@ def test_duplicates_small_n_and_large_k() -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_knn_agrees_with_cpu() -> None:
+def test_gpu_knn_agrees_with_cpu(gpu_backend) -> None:
     import cupy
 
-    gpu = resolve_backend("gpu")
+    gpu = gpu_backend
     x = _unit(2000, 64, seed=3)
     s_g, i_g = knn(cupy.asarray(x), 8, gpu)
     s_c, i_c = knn(x, 8, CPU)
@@ -84,3 +86,35 @@ def test_gpu_knn_agrees_with_cpu() -> None:
     np.testing.assert_allclose(s_g, s_c, atol=1e-4)
     s_t, i_t = drop_self(*search_torch(cupy.asarray(x), 9, "cuda"))
     assert (i_t == i_c).mean() > 0.99
+
+
+def test_knn_torch_rung_is_exact_beyond_faiss_gpu_k_limit(monkeypatch) -> None:
+    # FAISS-GPU selects at most 2048 neighbours; larger k goes to the torch rung, which must
+    # give the same neighbours as faiss. Small chunks: several matmuls write into one output.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    monkeypatch.setattr(knn_mod, "_TORCH_CHUNK_BYTES", 4 * 2300 * 97)  # 97-row chunks
+    s_t, i_t = drop_self(*search_torch(x, 2101, "cpu"))
+    s_f, i_f = knn(x, 2100, CPU)
+    np.testing.assert_allclose(s_t, s_f, atol=1e-5)
+    assert (i_t == i_f).mean() > 0.999  # float ties may swap
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("rung", "k"), [("faiss-gpu", 16), ("torch-cuda", 16),
+                                         ("torch-cuda", 2100)])
+def test_each_knn_rung_on_the_gpu(gpu_backend, rung: str, k: int, monkeypatch) -> None:
+    import cupy
+
+    if rung == "faiss-gpu" and knn_mod._faiss_gpu() is None:
+        pytest.skip("FAISS-GPU is not installed")
+    if rung == "torch-cuda" and k <= 2048:
+        monkeypatch.setattr(knn_mod, "_faiss_gpu", lambda: None)  # force the torch rung
+    x, _ = planted(8, 300, seed=5)
+    assert knn_mod.knn_impl(gpu_backend, k) == rung
+    s_g, i_g = knn_mod.knn(cupy.asarray(x), k, gpu_backend)
+    s_c, i_c = knn_mod.knn(x, k, CPU)
+    assert isinstance(i_g, np.ndarray) and i_g.shape == (x.shape[0], k)
+    np.testing.assert_allclose(s_g, s_c, atol=1e-4)
+    assert (i_g == i_c).mean() > 0.99  # float summation order may swap near-ties

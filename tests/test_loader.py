@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from test_shards import corpus, run
+from helpers import notes_corpus, run_pipeline
 
 from datasculpt.loader import (
     IGNORE_INDEX,
@@ -22,7 +22,7 @@ from datasculpt.loader import (
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out, _ = run(tmp_path_factory.mktemp("loader"), corpus(24, seed=3),
+    out, _ = run_pipeline(tmp_path_factory.mktemp("loader"), notes_corpus(24, seed=3),
                  **{"output.shard_tokens": 1000, "pack.method": "bfd",
                     "report.semantic_metrics": False})
     return out

@@ -1,4 +1,4 @@
-"""DESIGN §5 metrics on packings whose answers are known by hand."""
+"""The report's metrics (docs/DESIGN.md, "Metrics") on packings whose answers are known by hand."""
 
 from __future__ import annotations
 

@@ -1,14 +1,29 @@
-"""The executor interface, and the local executor: one process, threads over the host's cores."""
+"""The executor interface, and the local executor: one process, threads over the host's cores.
+
+Where work and data live is the executor's business, never the stage's: a stage hands its
+arrays over where the backend put them (``share``, or ``map``'s shared values), a task puts
+each input it computes with on its device with :func:`on_task_device`, and ``task_progress``
+says whether a task's progress bar would reach the user. The local executor leaves every array
+where it is; an executor whose tasks run in other processes ships host copies and brings
+device arrays in results back as host copies.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
+
+from datasculpt.backend import to_device
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Whether the task running in this thread computes on a GPU (``map(..., gpu=True)``).
+_TASK_GPU: ContextVar[bool] = ContextVar("datasculpt_task_gpu", default=False)
 
 
 class Executor(Protocol):
@@ -18,17 +33,24 @@ class Executor(Protocol):
     not depend on where or in which order calls run. ``shared`` holds the read-only inputs all
     calls need (arrays, configs): a remote executor stores them once per ``map``, not per item.
     ``threads`` says the items may share one process's memory and cores (NumPy kernels that
-    release the GIL); ``gpu`` that each call wants a GPU of its own.
+    release the GIL); ``gpu`` that each call computes on a GPU: a remote executor gives each
+    call one, and the call puts its array inputs there with :func:`on_task_device`. A call in
+    another process receives every array on the host, and a device array it returns comes back
+    as a host copy; in this process arrays stay where they are.
     """
 
     name: str
+    # Whether a task's progress bar reaches the user's terminal (tasks in this process).
+    task_progress: bool
+    workers: str  # who runs map_rows' model, for the report ("this process", "ray actors")
 
     def map(self, fn: Callable[..., R], items: Sequence[T], *, threads: int = 1,
             gpu: bool = False, **shared: Any) -> list[R]: ...
 
     def share(self, value: Any) -> Any:
-        """A handle that ``map`` accepts as a ``shared`` value in place of ``value``, stored
-        once for every later ``map`` (a stage's rows, read by many passes)."""
+        """A handle that ``map`` accepts as a ``shared`` value in place of ``value``, placed
+        once where every later ``map``'s tasks read it (a stage's rows, read by many passes):
+        ``value`` itself in this process, a host copy in a store for other processes."""
         ...
 
     def map_rows(self, read: Callable[..., Iterator[dict[str, Any]]], items: Sequence[T],
@@ -37,6 +59,28 @@ class Executor(Protocol):
                  ) -> Iterator[dict[str, Any]]: ...
 
     def close(self) -> None: ...
+
+
+def on_task_device(x: Any) -> Any:
+    """``x`` on the device the calling task computes on; ``None`` passes through.
+
+    In a task of ``map(..., gpu=True)`` an array is moved to the GPU: a call in another
+    process received it on the host, while in this process it is already there (no copy).
+    Elsewhere ``x`` is returned as it is.
+    """
+    if x is None or not _TASK_GPU.get():
+        return x
+    return to_device(x)
+
+
+@contextmanager
+def task_context(gpu: bool) -> Iterator[None]:
+    """Run a task's call inside: ``on_task_device`` then knows whether it computes on a GPU."""
+    token = _TASK_GPU.set(bool(gpu))
+    try:
+        yield
+    finally:
+        _TASK_GPU.reset(token)
 
 
 def host_threads(limit: int = 4) -> int:
@@ -49,16 +93,22 @@ class LocalExecutor:
     """Everything in this process; ``threads > 1`` runs the items on a thread pool."""
 
     name = "local"
+    task_progress = True
+    workers = "this process"
 
     def map(self, fn: Callable[..., R], items: Sequence[T], *, threads: int = 1,
             gpu: bool = False, **shared: Any) -> list[R]:
-        del gpu  # one process: the backend already decided where arrays live
+        # One process: the backend already put every array where the tasks compute.
+        def call(item: T) -> R:
+            with task_context(gpu):
+                return fn(item, **shared)
+
         items = list(items)
         if threads > 1 and len(items) > 1:
             with ThreadPoolExecutor(min(threads, len(items)),
                                     thread_name_prefix="datasculpt") as pool:
-                return list(pool.map(lambda item: fn(item, **shared), items))
-        return [fn(item, **shared) for item in items]
+                return list(pool.map(call, items))
+        return [call(item) for item in items]
 
     def share(self, value: Any) -> Any:
         return value

@@ -3,9 +3,12 @@
 ``address=None`` starts a local Ray cluster for this run (and stops it at the end);
 ``"auto"`` or ``"ray://host:port"`` joins an existing one (the SLURM recipe starts one with
 ``ray start``). Shared inputs go into the object store once per ``map`` and reach every task
-by reference (zero-copy for NumPy arrays on the same node). A task whose worker dies is
-retried by Ray (``max_retries``): calls are pure functions of their inputs, so a retry gives
-the same result. The run directory must be on a filesystem every node sees.
+by reference (zero-copy for NumPy arrays on the same node). Device memory does not travel
+between processes: a device array goes in as a host copy, a GPU task puts what it computes
+with on its GPU (``on_task_device``), and a device array it returns comes back as a host
+copy. A task whose worker dies is retried by Ray (``max_retries``): calls are pure functions
+of their inputs, so a retry gives the same result. The run directory must be on a filesystem
+every node sees.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from datasculpt.backend import is_gpu_array, to_numpy
 from datasculpt.errors import ConfigError
+from datasculpt.executors.base import task_context
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,23 @@ def _is_auth_error(exc: BaseException) -> bool:
     return False
 
 
-def _call(fn: Callable[..., R], item: Any, **shared: Any) -> R:
-    return fn(item, **shared)
+def _to_host(obj: Any) -> Any:
+    """``obj`` with its device arrays (also inside tuples, lists and dicts) as host copies."""
+    if is_gpu_array(obj):
+        return to_numpy(obj)
+    if type(obj) is tuple:
+        return tuple(_to_host(v) for v in obj)
+    if type(obj) is list:
+        return [_to_host(v) for v in obj]
+    if type(obj) is dict:
+        return {k: _to_host(v) for k, v in obj.items()}
+    return obj
+
+
+def _call(fn: Callable[..., R], item: Any, gpu: bool, /, **shared: Any) -> R:
+    """A task: ``fn`` in its task context, its device arrays handed back on the host."""
+    with task_context(gpu):
+        return _to_host(fn(item, **shared))
 
 
 def _read_rows(row: dict[str, Any], *, read: Callable[..., Iterator[dict[str, Any]]],
@@ -61,6 +81,8 @@ def _read_rows(row: dict[str, Any], *, read: Callable[..., Iterator[dict[str, An
 
 class RayExecutor:
     name = "ray"
+    task_progress = False  # a worker's bar would go to its log, not to the user
+    workers = "ray actors"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         try:
@@ -103,14 +125,15 @@ class RayExecutor:
         items = list(items)
         if not items:
             return []
-        refs = {k: v if isinstance(v, ray.ObjectRef) else ray.put(v)
+        refs = {k: v if isinstance(v, ray.ObjectRef) else ray.put(_to_host(v))
                 for k, v in shared.items()}
         task = self._task.options(num_gpus=1) if gpu else self._task
-        return ray.get([task.remote(fn, item, **refs) for item in items])
+        return ray.get([task.remote(fn, _to_host(item), gpu, **refs) for item in items])
 
     def share(self, value: Any) -> Any:
-        """The value in the object store (tasks receive it resolved, zero-copy on a node)."""
-        return self._ray.put(value)
+        """A host copy of the value in the object store (tasks receive it resolved, zero-copy
+        on a node)."""
+        return self._ray.put(_to_host(value))
 
     def map_rows(self, read: Callable[..., Iterator[dict[str, Any]]], items: Sequence[T],
                  model: Callable[..., Any], *, batch_size: int, gpu: bool = False,

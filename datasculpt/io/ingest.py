@@ -27,7 +27,6 @@ import numpy as np
 
 from datasculpt.errors import InputError
 from datasculpt.executors import Executor
-from datasculpt.executors.base import LocalExecutor
 from datasculpt.io.read import (
     Admission,
     Block,
@@ -157,13 +156,12 @@ def _copy_tokens(src: Path, n_tokens: np.ndarray, keep: np.ndarray, fh: Any) -> 
 
 
 def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batch_size: int,
-                      out_dir: Path, executor: Executor | None = None, progress: bool = True,
+                      out_dir: Path, executor: Executor, progress: bool = True,
                       block_bytes: int = 1 << 28,
                       ) -> tuple[Corpus, np.ndarray, ReadStats, dict[str, Any]]:
     """The read + tokenize stage: the corpus metadata in input order, every document's token
     count, the read stats, and the token store written into ``out_dir``. The output does
     not depend on ``block_bytes`` (nor on the executor): only how the work is cut."""
-    executor = executor or LocalExecutor()
     t0 = time.perf_counter()
     stats = ReadStats(files=[str(p) for p in paths])
     blocks = plan_blocks(paths, block_bytes)
@@ -172,7 +170,7 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
         parts = executor.map(ingest_block, range(len(blocks)), blocks=blocks, paths=paths,
                              opts=opts, tokenizer=tokenizer, batch_size=batch_size,
                              part_dir=str(part_dir),
-                             progress=progress and isinstance(executor, LocalExecutor))
+                             progress=progress and executor.task_progress)
         corpus = Corpus(labels=[] if opts.label_key else None)
         admission = Admission(stats.files)
         lengths = []

@@ -455,3 +455,31 @@ def read_corpus(
     for doc in iter_documents(resolve_inputs(spec), opts, stats, progress):
         corpus.add(doc, keep_text)
     return corpus, stats
+
+
+@dataclass(frozen=True)
+class Source:
+    """The input shards and how to read them; ``stream()`` re-reads them in the same order,
+    so a stage that needs the texts again (embed, judge) streams them instead of holding
+    them. ``spec`` is what the user gave (``input``), or the embedded sample's path."""
+
+    spec: str
+    paths: list[Path]
+    opts: ReadOptions
+    progress: bool
+
+    def stream(self) -> Iterator[Document]:
+        return iter_documents(self.paths, self.opts, ReadStats(), self.progress)
+
+
+def source_of(cfg: Any) -> Source:
+    """The run's input from its config: ``input``, or the embedded sample (with its label
+    key) when none is given."""
+    spec, label_key = cfg.input, cfg.label_key
+    if spec is None:
+        from datasculpt.data import SAMPLE_LABEL_KEY, SAMPLE_PATH
+
+        spec, label_key = str(SAMPLE_PATH), label_key or SAMPLE_LABEL_KEY
+    opts = ReadOptions(text_key=cfg.text_key, id_key=cfg.id_key, label_key=label_key,
+                       vector_key=cfg.embed.vector_key, strict=bool(cfg.strict))
+    return Source(str(spec), resolve_inputs(str(spec)), opts, bool(cfg.report.progress))

@@ -1,7 +1,7 @@
 """Training shards: the packed sequences as token ids, in Parquet files a trainer loads as is.
 
 ``tokens/part-00000.parquet``, ``part-00001.parquet``, ... one row per sequence, columns
-(DESIGN §6): ``seq_id`` int64 (its line in ``sequences.jsonl``), ``input_ids`` list<int32>
+``seq_id`` int64 (its line in ``sequences.jsonl``), ``input_ids`` list<int32>
 (the pieces' tokens in order, the separator after a document's last piece), ``position_ids``
 list<int32> (restarting at 0 at every piece, the flash-attention varlen convention),
 ``cu_seqlens`` list<int32> (``0, len(piece 1), ..., len(input_ids)``), ``seq_lengths``
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.executors import Executor
 from datasculpt.executors.base import host_threads
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import public_mode
@@ -134,7 +134,7 @@ def write_shards(
     shard_tokens: int,
     text_tokenizer: Any | None = None,
     progress: bool = True,
-    executor: Executor | None = None,
+    executor: Executor,
 ) -> dict[str, Any]:
     """Write ``run_dir/tokens/part-*.parquet`` (replacing what was there); returns stats.
 
@@ -142,7 +142,6 @@ def write_shards(
     independent: ``executor`` writes them side by side (each reads the token store itself).
     """
     t0 = time.perf_counter()
-    executor = executor or LocalExecutor()
     n_seq = packing.n_sequences
     heads = np.searchsorted(packing.seq, np.arange(n_seq + 1))
     doc_len = store.doc_len

@@ -108,7 +108,8 @@ def write_sequences(
     clusters: np.ndarray | None = None,
     progress: bool = True,
 ) -> int:
-    """Write ``sequences.jsonl`` per the output contract (DESIGN §6); returns the line count.
+    """Write ``sequences.jsonl`` per the output contract (docs/DESIGN.md); returns the line
+    count.
 
     The spans point into the documents; the token ids themselves go to the training shards
     (``datasculpt.io.shards``).

@@ -1,4 +1,4 @@
-"""The judge stage: does a packing help a language model? (``judge.enabled=true``)
+"""The judge: does a packing help a language model? (``judge.enabled=true``)
 
 Relevance and purity are proxies; the judge measures the thing itself with a real causal LM:
 how many nats a window's context saves on each of its pieces (``gain``), near-duplicate
@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from datasculpt.errors import ConfigError
-from datasculpt.io.write import write_jsonl
+from datasculpt.io.write import write_json, write_jsonl
 from datasculpt.judge.gain import GainSettings, judge_packings
 from datasculpt.judge.lm import load_judge
 from datasculpt.types import Packing
 
 log = logging.getLogger(__name__)
 
-ARTIFACT = "context_gain.jsonl"
+ARTIFACT = "context_gain.jsonl"  # one record per judged window
+SUMMARY = "context_gain.json"  # the judge's settings and each packing's summary
 RANDOM = "random"
 
 
@@ -49,8 +50,11 @@ def judge(packings: dict[str, Packing], cfg: Any, *, doc_len: np.ndarray, eos: b
     judged = judge_packings(packings, lm, doc_len, eos, texts_of, run_tokenizer, settings, seed,
                             progress)
     write_jsonl(out / ARTIFACT, judged.records)
-    return {"model": lm.name, "source": lm.source, "device": lm.device, "dtype": lm.dtype,
-            "separator": lm.separator, "sequences": settings.sequences,
-            "max_tokens": settings.max_tokens, "ngram": settings.ngram,
-            "near_dup_threshold": settings.near_dup_threshold, "methods": judged.summaries,
-            "seconds": time.perf_counter() - t0}
+    summary = {"judge": {"model": lm.name, "source": lm.source, "device": lm.device,
+                         "dtype": lm.dtype, "separator": lm.separator,
+                         "sequences": settings.sequences, "max_tokens": settings.max_tokens,
+                         "ngram": settings.ngram,
+                         "near_dup_threshold": settings.near_dup_threshold},
+               **judged.summaries}
+    write_json(out / SUMMARY, summary)
+    return {**summary["judge"], "seconds": time.perf_counter() - t0}

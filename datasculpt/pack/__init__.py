@@ -30,7 +30,8 @@ def pack(
     executor: Executor | None = None,
 ) -> tuple[Packing, dict[str, Any]]:
     """Run one packer; ``cfg`` is the ``pack`` config node (method-specific knobs);
-    ``executor`` runs the independent groups of clusters (window strategy)."""
+    ``executor`` runs the independent batches of clusters (``datasculpt`` with the window
+    strategy, which needs one; the other packers run in this process)."""
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
     if method == "concat":

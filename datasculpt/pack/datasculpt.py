@@ -1,504 +1,30 @@
-"""DataSculpt packing: greedy multi-objective assignment of units to context windows.
+"""DataSculpt packing: semantic clusters packed into context windows, cluster by cluster.
 
-Objective (Lu et al., arXiv 2409.00997, §3.3): inside each semantic cluster, put every unit
-(a whole document, or a ``ctx_len`` cut of a long one) into the context window where it scores
-best on *relevance* (cosine between the document embedding and the window's running centroid,
-the normalised sum of its members' embeddings; an empty window counts as 1) and *capacity*:
-
-* ``score="paper"``    ``sim * remaining``  -- the paper's form; spreads large units over
-  the emptiest windows first (largest-fit, weighted by similarity);
-* ``score="weighted"`` ``w_rel * sim + w_fit * fit`` with ``fit = 1 - (remaining - len) /
-  ctx_len`` -- 1 for a unit that closes the window exactly, so it prefers tight fits.
-
-Units arrive per cluster in descending length (ties: document, then start). A cluster opens
-``max(1, floor(tokens / ctx_len))`` windows, so its windows are over-subscribed and end full
-(``ceil`` left every cluster a part-empty last window: 15% more sequences than the lower bound
-on the embedded sample at 16K). Units that fit no window of their cluster go to a remainder
-pool, packed at the end across clusters by best fit (similarity breaks ties between equal
-gaps), then into new windows. ``mode="fill"`` finally dissolves the windows holding the fewest
-units into the gaps of the others, splitting units where a whole one does not fit, until no
-window can be saved.
-
-Invariant (checked by the tests): every token of every unit is placed exactly once and no
-window ever holds more than ``ctx_len`` tokens (separator included); ``mode="strict"`` never
-splits a unit; a split piece carries the separator only when it ends its document, and no
-piece is empty.
-
-The kernel is one code path for NumPy and CuPy (``xp = xp_of(embeddings)``). Clusters do not
-interact until the remainder phase, so they advance side by side: clusters with similar window
-counts share a padded block (``C x K`` windows, ``C x K x D`` centroid sums) and one round takes
-the next ``B`` units of *every* active cluster. One batched matrix product scores them against
-their own cluster's windows (never another's: cost ``O(N * K_cluster * D)``, nothing quadratic
-in N), infeasible windows are masked, each unit proposes its best window, and each window
-accepts its proposers in unit order while its capacity lasts and while the unit, given the
-tokens accepted ahead of it, still prefers that window to its best alternative (sorted by
-window, segmented cumulative sums). Accepted units update capacities and centroid sums;
-refused units are re-scored against the updated capacities and propose again. ``B = 1`` is
-exactly the sequential greedy (the tests compare it with a plain reference); with ``B > 1`` a
-unit does not see the centroid updates of the earlier members of its batch, and capacities are
-never exceeded.
+Two steps. A *strategy* places each cluster's units (whole documents, or ``ctx_len`` cuts of
+long ones) into windows of that cluster, where they are most similar to the window's other
+members: ``window`` (the default, ``window.py``) builds each window in turn from the units
+closest to it; ``unit`` (``unit.py``) is the paper's greedy, where every unit chooses its best
+window. Clusters do not interact in this step, so both run many clusters side by side, where
+the embeddings live (NumPy or CuPy). The *finishing phases* (``finish.py``) then place what
+the strategy left across clusters, optionally dissolve windows into the others' gaps
+(``mode="fill"``), and build the :class:`~datasculpt.types.Packing`. The two steps meet in an
+:class:`~datasculpt.pack.assignment.Assignment`.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import scatter_add, to_numpy, xp_of
+from datasculpt.backend import to_numpy, xp_of
 from datasculpt.executors import Executor
+from datasculpt.pack.assignment import Assignment, sort_units
+from datasculpt.pack.finish import finish
 from datasculpt.types import Packing, Units
 
-
-def _rel_part(sim: Any, cfg: Any) -> Any:
-    """The relevance part of the score: ``sim`` (paper) or ``w_rel * sim`` (weighted).
-
-    A unit's similarities are fixed during its batch, so the kernel computes this once per
-    batch; only the capacity part is redone in each conflict round.
-    """
-    return sim if cfg.score == "paper" else cfg.w_rel * sim
-
-
-def _score(rel: Any, cap: Any, length: Any, ctx_len: int, cfg: Any) -> Any:
-    """The multi-objective score of units (rows) against windows (columns); larger is better.
-
-    ``sim * cap`` (paper) or ``w_rel * sim + w_fit * fit``, from ``rel = _rel_part(sim)``
-    (float addition commutes, so the sum has the same bits in either order).
-    """
-    if cfg.score == "paper":
-        return rel * cap
-    return rel + cfg.w_fit * (1.0 - (cap - length) / ctx_len)
-
-
-def _round_scores(xp: Any, out: Any, gap: Any, rel: Any, cap: Any, length: Any, ctx_len: int,
-                  cfg: Any) -> Any:
-    """``_score`` of every pending unit and window, with -inf where the unit does not fit,
-    written into ``out``; ``gap`` is scratch of the same shape and dtype.
-
-    The same operations in the same order as ``_score`` (so the same bits), but in
-    place: a conflict round allocates no score-sized temporaries. ``gap = cap - length`` is
-    an exact whole number (never -0.0), so its sign bit says "does not fit"; an arithmetic
-    shift spreads it into a mask ``m`` of all ones or all zeros, and ``(score | m) & (~m |
-    bits(-inf))`` is -inf where ``m`` is set and the score bit for bit elsewhere. On the host
-    that is about 3x faster than a boolean-masked write (``copyto`` or ``where``).
-    """
-    xp.subtract(cap, length, out=gap)
-    if cfg.score == "paper":
-        xp.multiply(rel, cap, out=out)
-    else:
-        xp.divide(gap, ctx_len, out=out)
-        xp.subtract(1.0, out, out=out)
-        if cfg.w_fit != 1:  # x * 1 == x exactly: skip the pass for the default weight
-            out *= cfg.w_fit
-        out += rel
-    itype = xp.int32 if out.dtype == xp.float32 else xp.int64
-    m, s = gap.view(itype), out.view(itype)
-    xp.right_shift(m, 8 * out.dtype.itemsize - 1, out=m)
-    s |= m
-    xp.invert(m, out=m)
-    m |= xp.asarray(-xp.inf, dtype=out.dtype).view(itype)
-    s &= m
-    return out
-
-
-class _Gaps:
-    """Windows indexed by remaining capacity, for best fit in O(log distinct capacities).
-
-    ``by_cap[c]`` lists the windows whose remaining capacity is ``c``; ``caps`` is the sorted
-    list of capacities present. Windows of equal capacity are the tie the similarity breaks.
-    """
-
-    def __init__(self, cap: np.ndarray, windows: np.ndarray) -> None:
-        self.by_cap: dict[int, list[int]] = {}
-        for w, c in zip(windows.tolist(), cap[windows].tolist(), strict=True):
-            self.by_cap.setdefault(c, []).append(w)
-        self.caps = sorted(self.by_cap)
-
-    def smallest_at_least(self, need: int) -> int | None:
-        i = bisect.bisect_left(self.caps, need)
-        return self.caps[i] if i < len(self.caps) else None
-
-    def largest(self) -> int | None:
-        return self.caps[-1] if self.caps else None
-
-    def add(self, w: int, c: int) -> None:
-        if c not in self.by_cap:
-            self.by_cap[c] = []
-            bisect.insort(self.caps, c)
-        self.by_cap[c].append(w)
-
-    def move(self, w: int, old: int, new: int) -> None:
-        """Window ``w``'s capacity went from ``old`` to ``new`` (once per placement: inlined)."""
-        by_cap, caps = self.by_cap, self.caps
-        stack = by_cap[old]
-        stack.remove(w)
-        if not stack:
-            del by_cap[old]
-            caps.pop(bisect.bisect_left(caps, old))
-        stack = by_cap.get(new)
-        if stack is None:
-            by_cap[new] = [w]
-            bisect.insort(caps, new)
-        else:
-            stack.append(w)
-
-
-class _HostWindows:
-    """Host-side window state for the remainder and fill phases (few units, sequential)."""
-
-    # Bound on how many equal-gap windows the similarity tie-break inspects, so a pile of
-    # identical gaps (for example many full windows) cannot make one placement linear in W.
-    MAX_TIES = 64
-
-    def __init__(self, cap: np.ndarray, sums: Any, used: np.ndarray, ctx_len: int) -> None:
-        self.ctx_len = ctx_len
-        self.cap = [int(c) for c in cap.tolist()]
-        # [W, D] float32 rows (an array, or a lazy row provider); rows of new windows live in
-        # self.new_sums
-        self.sums = sums
-        self.new_sums: list[np.ndarray] = []
-        self.used = used.tolist()
-        self.n_fixed = len(self.cap)
-        # Norm of each used window's centroid sum, exactly as most_similar computes it, kept
-        # until the window next changes (None: not computed yet, or stale). Candidates are
-        # mostly windows that did not change since they were last compared.
-        self.norm: list[float | None] = [None] * self.n_fixed
-
-    def centroid_sum(self, w: int) -> np.ndarray:
-        return self.sums[w] if w < self.n_fixed else self.new_sums[w - self.n_fixed]
-
-    def open(self, dim: int) -> int:
-        self.cap.append(self.ctx_len)
-        self.used.append(False)
-        self.new_sums.append(np.zeros(dim, dtype=np.float32))
-        self.norm.append(None)
-        return len(self.cap) - 1
-
-    def most_similar(self, candidates: list[int], emb: np.ndarray) -> int:
-        # Called once per remainder unit and almost always (98% at 1M documents) with a
-        # single candidate, which wins whatever its similarity (finite for finite embeddings;
-        # a NaN one used to yield no window, and the placement then failed). The ties, from
-        # piles of equal gaps, are compared by float32 dot products (BLAS sdot, as the cached
-        # norms): a matrix-vector product may round differently and flip a tie.
-        if len(candidates) == 1:
-            return candidates[0]
-        best_w, best_sim = -1, -math.inf
-        used, norms = self.used, self.norm
-        for w in sorted(candidates)[: self.MAX_TIES]:
-            if used[w]:
-                s = self.centroid_sum(w)
-                norm = norms[w]
-                if norm is None:
-                    norm = norms[w] = float(np.sqrt(np.dot(s, s)))
-                sim = float(np.dot(s, emb)) / norm if norm > 0 else 0.0
-            else:
-                sim = 1.0
-            if sim > best_sim:
-                best_w, best_sim = w, sim
-        return best_w
-
-    def place(self, w: int, n_tokens: int, emb: np.ndarray, gaps: _Gaps) -> None:
-        c = self.cap[w]
-        self.cap[w] = c - n_tokens
-        gaps.move(w, c, c - n_tokens)
-        s = self.centroid_sum(w)
-        s += emb  # in place: s is the window's row
-        self.used[w] = True
-        self.norm[w] = None
-
-
 STRATEGIES = ("window", "unit")
-_POOL: ThreadPoolExecutor | None = None
-BATCH_SHARE = 32
-
-
-def _batched_dot(xp: Any, e: Any, sums: Any) -> Any:
-    """``e[i] @ sums[i].T`` for every cluster ``i`` of the block: ``(a, B, D) x (a, K, D)``.
-
-    This product is most of the kernel's arithmetic. NumPy runs a stack of small GEMMs on one
-    core, so on the host the stack is split across the CPU cores (NumPy releases the GIL);
-    CuPy already fills the device with one call.
-    """
-    global _POOL
-    n_threads = min(os.cpu_count() or 1, 8)
-    if xp is not np or n_threads == 1 or e.shape[0] < 2 * n_threads:
-        return xp.matmul(e, sums.transpose(0, 2, 1))
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(n_threads, thread_name_prefix="datasculpt-pack")
-    res = np.empty((e.shape[0], e.shape[1], sums.shape[1]), dtype=np.result_type(e, sums))
-    bounds = np.linspace(0, e.shape[0], n_threads + 1).astype(int)
-
-    def part(lo: int, hi: int) -> None:
-        np.matmul(e[lo:hi], sums[lo:hi].transpose(0, 2, 1), out=res[lo:hi])
-
-    list(_POOL.map(part, bounds[:-1], bounds[1:]))
-    return res
-
-
-def _segments(xp: Any, keys: Any) -> tuple[Any, Any]:
-    """Start flags and segment ids of the runs of equal values in ``keys`` (already grouped)."""
-    starts = xp.ones(keys.shape[0], dtype=bool)
-    starts[1:] = keys[1:] != keys[:-1]
-    return starts, xp.cumsum(starts) - 1
-
-
-def _rank_bounds(xp: Any, occ: Any, n: int, shown: int = 32) -> list[tuple[int, int]]:
-    """``[lo, hi)`` of each occurrence rank in ``occ`` sorted: one device->host copy of a
-    ``shown``-bin histogram, a second only when some window took ``shown`` units or more."""
-    hist = to_numpy(xp.bincount(xp.minimum(occ, shown - 1), minlength=shown))
-    if hist[-1] and n:
-        hist = to_numpy(xp.bincount(occ, minlength=n))
-    bounds = np.cumsum(hist[hist > 0]).tolist()
-    return list(zip([0, *bounds[:-1]], bounds, strict=True))
-
-
-def _assign_block(
-    xp: Any,
-    emb: Any,
-    d_doc: Any,
-    d_len: Any,
-    first: np.ndarray,
-    count: np.ndarray,
-    k_open: np.ndarray,
-    wbase: np.ndarray,
-    ctx_len: int,
-    cfg: Any,
-    batch_size: int,
-    out: dict[str, Any],
-) -> None:
-    """The batched greedy for a block of clusters padded to the same number of windows ``K``.
-
-    Cluster ``i`` of the block owns units ``first[i] .. first[i] + count[i]`` (sorted) and
-    windows ``0 .. k_open[i]`` (padding windows have capacity -1, so nothing fits them).
-    ``count`` is non-increasing, so the clusters with units left are a prefix ``[:a]`` and
-    every array below is a view, never a gathered copy of the window state.
-    """
-    n_cl, k_pad, dim = first.shape[0], int(k_open.max()), emb.shape[1]
-    tiny, neg = xp.float32(1e-30), -xp.inf
-    k_open_x, wbase_x = xp.asarray(k_open), xp.asarray(wbase)
-    first_x, count_x = xp.asarray(first), xp.asarray(count)
-    # Capacities and lengths are small integers, exact in float32 below 2**24 tokens; keeping
-    # the score matrices in float32 halves the memory traffic of every conflict round.
-    ftype = xp.float32 if ctx_len < 2**24 else xp.float64
-    cap = xp.where(xp.arange(k_pad)[None, :] < k_open_x[:, None], ctx_len, -1).astype(ftype)
-    sums = xp.zeros((n_cl, k_pad, dim), dtype=xp.float32)
-    norm = xp.ones((n_cl, k_pad), dtype=xp.float32)  # only read for used windows
-    used = xp.zeros((n_cl, k_pad), dtype=bool)
-    flat_sums, flat_cap = sums.reshape(-1, dim), cap.reshape(-1)
-    flat_norm, flat_used = norm.reshape(-1), used.reshape(-1)
-    # Empty windows of a cluster always form a suffix (all empty windows score alike and the
-    # lowest index wins ties), so next_empty[i] is the whole "which windows are empty" state.
-    # int32: CuPy before 14.1 has no int64 scatter_add (backend.scatter_add refuses int64).
-    next_empty = xp.zeros(n_cl, dtype=xp.int32)
-    slot = xp.arange(batch_size)
-    too_long = ftype(ctx_len + 1)  # length of a padding slot: fits nowhere
-    # Scratch for the per-round score matrix and the capacity gaps: a batch never has more
-    # than n_cl * batch_size pending units, and each round uses a prefix.
-    s_buf = xp.empty(n_cl * batch_size * k_pad, dtype=ftype)
-    g_buf = xp.empty(n_cl * batch_size * k_pad, dtype=ftype)
-    for t in range(0, int(count[0]), batch_size):
-        a = int(np.searchsorted(-count, -t, side="left"))  # clusters with units left
-        valid = (t + slot)[None, :] < count_x[:a, None]
-        uidx = first_x[:a, None] + xp.minimum(t + slot[None, :], count_x[:a, None] - 1)
-        e = emb[d_doc[uidx]]
-        # One batched product scores every cluster's next B units against its own windows.
-        sim = _batched_dot(xp, e, sums[:a]) / xp.maximum(norm[:a, None, :], tiny)
-        sim = xp.where(used[:a, None, :], sim, xp.float32(1.0)).astype(xp.float32, copy=False)
-        rel = _rel_part(sim, cfg)
-        # Pending units, flat in greedy order (cluster, then length); the first round works
-        # on the batch arrays, later rounds on the shrinking set of refused units. p_row is
-        # a pending unit's row of e_flat (its embedding is gathered only when accepted).
-        p_len = xp.where(valid, d_len[uidx].astype(ftype), too_long)
-        e_flat = e.reshape(-1, dim)
-        p_unit, p_valid = uidx.reshape(-1), valid.reshape(-1)
-        pi = xp.repeat(xp.arange(a), batch_size)
-        p_row = xp.arange(pi.shape[0])
-        # Round operands: the first round scores (a, B, K) against the clusters' capacities
-        # broadcast over the batch; later rounds are (n, K) with their own capacity rows.
-        r_rel, r_cap, r_len = rel, cap[:a, None, :], p_len[:, :, None]
-        p_rel, p_len = rel.reshape(-1, k_pad), p_len.reshape(-1)
-        while pi.shape[0]:
-            out["rounds"] += 1
-            n_p = pi.shape[0]
-            shape = r_rel.shape
-            score = _round_scores(xp, s_buf[: n_p * k_pad].reshape(shape),
-                                  g_buf[: n_p * k_pad].reshape(shape), r_rel, r_cap, r_len,
-                                  ctx_len, cfg).reshape(n_p, k_pad)
-            row = xp.arange(n_p)
-            best = xp.argmax(score, axis=1)
-            feasible = score[row, best] > neg
-            score[row, best] = neg
-            second = score.max(axis=1)  # the unit's best alternative, for the conflict test
-
-            # A unit proposing an empty window proposed its cluster's first empty one; the k-th
-            # such proposer of a cluster (in unit order) gets the k-th empty window, which is
-            # what the sequential greedy does while the unit still prefers an empty window.
-            to_empty = feasible & ~used[pi, best]
-            ranks = xp.cumsum(to_empty) - 1
-            c_start, c_seg = _segments(xp, pi)
-            ranks = ranks - (ranks - to_empty + 1)[c_start][c_seg]
-            k = xp.where(to_empty, next_empty[pi] + ranks, best)
-            proposes = feasible & (k < k_open_x[pi])
-
-            # Each window takes its proposers in unit order while its capacity lasts and while
-            # the unit, seeing the tokens accepted ahead of it, still prefers this window to
-            # its best alternative (so the paper form keeps spreading units the way the
-            # sequential greedy does); a window's queue stops at its first refusal.
-            n_flat = n_cl * k_pad
-            ft = pi * k_pad + k
-            order = xp.argsort(xp.where(proposes, ft, n_flat), kind="stable")
-            ft_s = xp.minimum(ft[order], n_flat - 1)
-            l_s = xp.where(proposes, p_len, 0)[order]
-            starts, seg = _segments(xp, ft_s)
-            # float64: a float32 running sum over a whole round passes 2**24 and stops
-            # being exact, which would let a window overflow.
-            ahead = xp.cumsum(l_s, dtype=xp.float64) - l_s
-            ahead = ahead - ahead[starts][seg]
-            room = (flat_cap[ft_s] - ahead).astype(ftype)  # exact: 0 <= room <= ctx_len
-            keeps = _score(p_rel[order, xp.minimum(k[order], k_pad - 1)], room, l_s,
-                                  ctx_len, cfg)
-            fits = proposes[order] & (l_s <= room)
-            # The head of each queue always goes in (it sees the state it was scored on), so
-            # every round places at least one unit per proposed window.
-            ok = fits & ((keeps >= second[order]) | starts)
-            bad = xp.cumsum(~ok)
-            ok &= (bad - bad[starts][seg]) == 0
-            accept = xp.zeros(n_p, dtype=bool)
-            accept[order] = ok
-
-            acc = xp.flatnonzero(accept)  # one device->host sync (its size), then gathers
-            n_acc = int(acc.shape[0])
-            if n_acc:
-                acc_units = p_unit[acc]
-                out["unit_win"][acc_units] = wbase_x[pi[acc]] + k[acc]
-                out["unit_rank"][acc_units] = xp.arange(out["rank"], out["rank"] + n_acc)
-                out["rank"] += n_acc
-                # The accepted units grouped by window, in unit order within a window: the
-                # order of ``order[ok]`` (a stable sort of a sorted index), without the
-                # boolean masks (each a device->host sync on CuPy).
-                by_win = acc[xp.argsort(ft[acc], kind="stable")]
-                win, rows, l_ok = ft[by_win], p_row[by_win], p_len[by_win]
-                # Add them one occurrence rank at a time, so every fancy-indexed update hits
-                # distinct windows (and B = 1 adds exactly as the sequential greedy does).
-                occ = xp.arange(n_acc) - xp.searchsorted(win, win, side="left")
-                by_occ = xp.argsort(occ, kind="stable")
-                for lo_r, hi_r in _rank_bounds(xp, occ, n_acc):
-                    sel = by_occ[lo_r:hi_r]
-                    flat_sums[win[sel]] += e_flat[rows[sel]]
-                # Capacities are whole numbers below 2**24 (exact in float32 and float64), so
-                # the atomic adds give the same result in any order.
-                scatter_add(flat_cap, win, -l_ok)
-                flat_used[win] = True
-                new_sums = flat_sums[win]
-                flat_norm[win] = xp.sqrt((new_sums * new_sums).sum(axis=1))
-                scatter_add(next_empty, pi[acc], to_empty[acc].astype(xp.int32))
-            scatter_add(out["refused"], p_unit, (~feasible & p_valid).astype(xp.int32))
-            # Refused units try again against the updated capacities. Their similarities
-            # stay those of the batch start: within a batch a unit does not see the
-            # centroid updates of the units accepted before it (exact for B = 1).
-            # One sync for the six arrays (a boolean mask on the GPU syncs once per array).
-            keep = xp.flatnonzero(feasible & ~accept)
-            pi, p_rel, p_len, p_row, p_unit, p_valid = (
-                pi[keep], p_rel[keep], p_len[keep], p_row[keep], p_unit[keep], p_valid[keep])
-            r_rel, r_cap, r_len = p_rel, cap[pi], p_len[:, None]
-    # Hand the block's real (unpadded) windows back to the global window arrays.
-    real = xp.arange(k_pad)[None, :] < k_open_x[:, None]
-    gid = (wbase_x[:, None] + xp.arange(k_pad)[None, :])[real]
-    out["cap"][gid] = cap[real].astype(xp.int64)
-    out["used"][gid] = used[real]
-    # The centroid sums are most of the block's memory: one contiguous copy per cluster is
-    # about 4x faster on the host than a masked gather followed by a scatter.
-    for i, (w0, k_i) in enumerate(zip(wbase.tolist(), k_open.tolist(), strict=True)):
-        out["sums"][w0 : w0 + k_i] = sums[i, :k_i]
-
-
-def _assign_clusters(
-    xp: Any,
-    emb: Any,
-    s_doc: np.ndarray,
-    s_len: np.ndarray,
-    cl_first: np.ndarray,
-    cl_count: np.ndarray,
-    n_open: np.ndarray,
-    win_start: np.ndarray,
-    ctx_len: int,
-    cfg: Any,
-    batch_size: int,
-) -> dict[str, Any]:
-    """Phase 1: every cluster's units (sorted, longest first) into that cluster's windows.
-
-    Clusters run side by side (they do not interact in this phase), grouped into blocks of
-    similar window counts (classes 25% wide) so that padding wastes at most a fifth of one.
-    Returns per sorted unit the window (-1: remainder) and placement rank, the remainder
-    units, the global window state (capacity, centroid sums, used) and the round count.
-    """
-    n_units, n_win = s_doc.shape[0], int(win_start[-1])
-    out: dict[str, Any] = {
-        "unit_win": xp.full(n_units, -1, dtype=xp.int64),
-        "unit_rank": xp.full(n_units, -1, dtype=xp.int64),
-        "cap": xp.zeros(n_win, dtype=xp.int64),
-        "sums": xp.zeros((n_win, emb.shape[1]), dtype=xp.float32),
-        "used": xp.zeros(n_win, dtype=bool),
-        "refused": xp.zeros(n_units, dtype=xp.int32),  # > 0: fits no window of its cluster
-        "rank": 0,
-        "rounds": 0,
-    }
-    d_doc, d_len = xp.asarray(s_doc), xp.asarray(s_len)
-    k_class = np.ceil(np.log(np.maximum(n_open, 1)) / np.log(1.25)).astype(np.int64)
-    for kc in np.unique(k_class).tolist():
-        members = np.flatnonzero(k_class == kc)
-        members = members[np.argsort(-cl_count[members], kind="stable")]
-        # A batch is at most 1/BATCH_SHARE of a cluster: its units do not see each other's
-        # centroid updates, which costs nothing in a cluster of thousands of units but steers
-        # a small cluster (B = 32 over 30 units is the whole cluster in one blind batch).
-        block_b = int(min(batch_size, max(1, int(cl_count[members].max()) // BATCH_SHARE)))
-        _assign_block(xp, emb, d_doc, d_len, cl_first[members], cl_count[members],
-                      n_open[members], win_start[members], ctx_len, cfg, block_b, out)
-    out["remainder"] = np.flatnonzero(to_numpy(out.pop("refused")))
-    out["unit_win"], out["unit_rank"] = to_numpy(out["unit_win"]), to_numpy(out["unit_rank"])
-    return out
-
-
-def _split_into(
-    hw: _HostWindows, gaps: _Gaps, d: int, s: int, e: int, ends_doc: bool, emb: np.ndarray,
-    pieces: list[tuple[int, int, int, int, int]], rank: int,
-) -> tuple[int, int]:
-    """Place span ``[s, e)`` of document ``d`` whole by best fit, else across the largest gaps.
-
-    Returns the next rank and the number of cuts made. A piece that ends the document carries
-    the separator, so a gap exactly as large as the remaining tokens takes one token fewer
-    (never a zero-token piece); a span that fits nowhere opens a new window.
-    """
-    cuts = 0
-    sep = 1 if ends_doc else 0
-    while s < e:
-        need = e - s + sep
-        c = gaps.smallest_at_least(need)
-        if c is not None:
-            w = hw.most_similar(gaps.by_cap[c], emb)
-            take = e - s
-        else:
-            c = gaps.largest()
-            take = min(e - s, c) if c is not None else 0
-            if take == e - s and sep:
-                take -= 1
-            if take <= 0:
-                w = hw.open(emb.shape[0])
-                gaps.add(w, hw.ctx_len)
-                continue
-            w = gaps.by_cap[c][0]
-            cuts += 1
-        n_tokens = take + (sep if s + take == e else 0)
-        hw.place(w, n_tokens, emb, gaps)
-        pieces.append((w, rank, d, s, s + take))
-        rank += 1
-        s += take
-    return rank, cuts
 
 
 def pack_datasculpt(
@@ -512,9 +38,11 @@ def pack_datasculpt(
 ) -> tuple[Packing, dict[str, Any]]:
     """Pack ``units`` into sequences of at most ``ctx_len`` tokens, cluster by cluster.
 
-    ``embeddings`` is ``N x D`` (one normalised row per document, NumPy or CuPy: the kernel
-    runs where they live); ``clusters`` holds one integer label per document. The greedy has
-    no random choice, so ``seed`` only keeps the packer signature uniform. Returns a NumPy
+    ``embeddings`` is ``N x D`` (one normalised row per document, NumPy or CuPy: the kernels
+    run where they live); ``clusters`` holds one integer label per document; ``executor``
+    runs the window strategy's independent batches of clusters (required by that strategy;
+    the unit strategy runs in this process). The greedy has no random
+    choice, so ``seed`` only keeps the packer signature uniform. Returns a NumPy
     :class:`Packing` (sequences ordered by cluster, then window; pieces in placement order)
     and stats.
     """
@@ -531,135 +59,44 @@ def pack_datasculpt(
     xp = xp_of(embeddings)
     emb = xp.asarray(embeddings, dtype=xp.float32)
     clusters = to_numpy(clusters)
-    length = units.length
-    if np.any(length > ctx_len):
+    if np.any(units.length > ctx_len):
         raise ValueError("a unit is longer than ctx_len; cut long documents before packing")
-    n_units = len(units)
 
-    # Units per cluster, longest first; a long document's cuts stay adjacent and in order.
-    labels, unit_cl = np.unique(clusters[units.doc], return_inverse=True)
-    order = np.lexsort((units.start, units.doc, -length, unit_cl))
-    s_doc, s_len, s_cl = units.doc[order], length[order], unit_cl[order].astype(np.int64)
-    cl_count = np.bincount(s_cl, minlength=labels.shape[0])
-    cl_first = np.concatenate(([0], np.cumsum(cl_count)[:-1]))
+    su = sort_units(units, clusters)
+    assignment: Assignment
     if strategy == "unit":
-        cl_tokens = np.bincount(s_cl, weights=s_len, minlength=labels.shape[0]).astype(np.int64)
-        # floor(tokens / ctx_len) windows, as in the paper, and at least one: each cluster's
-        # own windows end (nearly) full, and what does not fit them is packed across clusters
-        # in the remainder phase instead of leaving every cluster a half-empty last window.
-        n_open = np.maximum(1, cl_tokens // ctx_len)
-        win_start = np.zeros(labels.shape[0] + 1, dtype=np.int64)
-        np.cumsum(n_open, out=win_start[1:])
-        state = _assign_clusters(xp, emb, s_doc, s_len, cl_first, cl_count, n_open, win_start,
-                                 ctx_len, cfg, batch_size)
+        from datasculpt.pack.unit import assign_units
+
+        assignment = assign_units(xp, emb, su, ctx_len, cfg, batch_size)
     else:
         from datasculpt.pack.window import assign_windows
 
-        state = assign_windows(xp, emb, s_doc, s_len, cl_first, cl_count, ctx_len, cfg,
-                               executor)
-    unit_win, unit_rank, rem = state["unit_win"], state["unit_rank"], state["remainder"]
-    cap, sums, used, rounds = state["cap"], state["sums"], state["used"], state["rounds"]
+        if executor is None:
+            raise ValueError("pack.strategy=window runs its batches of clusters as executor "
+                             "tasks: pass an executor (datasculpt.executors.LocalExecutor() "
+                             "runs them in this process)")
+        assignment = assign_windows(xp, emb, su, ctx_len, cfg, executor)
     t_kernel = time.perf_counter() - t0
+    cluster_windows = assignment.n_windows
+    done = finish(assignment, su, units, xp, emb, ctx_len, mode)
 
-    # Phase 2: remainder units across clusters, best fit decreasing with similarity ties.
-    # The window strategy hands over its centroid sums lazily (computed for the few windows
-    # the best-fit pass compares); the unit strategy has them all on the backend.
-    hw = _HostWindows(to_numpy(cap), sums if hasattr(sums, "lazy") else to_numpy(sums),
-                      to_numpy(used), ctx_len)
-    gaps = _Gaps(np.asarray(hw.cap), np.flatnonzero(np.asarray(hw.cap) > 0))
-    rem = rem[np.lexsort((rem, -s_len[rem]))]
-    rem_emb = to_numpy(emb[xp.asarray(s_doc[rem])]) if rem.size else np.zeros((0, emb.shape[1]))
-    rank = int(unit_rank.max()) + 1 if n_units else 0
-    dim = int(emb.shape[1])
-    rem_win = []
-    smallest_at_least, by_cap = gaps.smallest_at_least, gaps.by_cap  # hot loop: bind once
-    for need, e in zip(s_len[rem].tolist(), rem_emb, strict=True):
-        c = smallest_at_least(need)
-        if c is None:
-            w = hw.open(dim)
-            gaps.add(w, ctx_len)
-        else:
-            w = hw.most_similar(by_cap[c], e)
-        hw.place(w, need, e, gaps)
-        rem_win.append(w)
-    # Remainder units are placed in order, so their ranks are consecutive.
-    unit_win[rem] = rem_win
-    unit_rank[rem] = np.arange(rank, rank + rem.shape[0])
-    rank += int(rem.shape[0])
-    n_windows = len(hw.cap)
-
-    # Phase 3 (fill): dissolve windows into the others' gaps until exactly enough windows
-    # remain to hold every token. Donors are the windows holding the fewest units (then the
-    # fewest tokens): every moved unit risks a cut, so moving few units keeps truncations
-    # low (on the embedded sample at 4K: 2 cut documents instead of 7 with emptiest-first).
-    pieces: list[tuple[int, int, int, int, int]] = []
-    n_cuts, n_dissolved = 0, 0
-    if mode == "fill" and n_units:
-        fill = ctx_len - np.asarray(hw.cap)
-        in_use = np.flatnonzero(np.bincount(unit_win, minlength=n_windows) > 0)
-        n_keep = int(-(-int(s_len.sum()) // ctx_len))
-        if in_use.shape[0] > n_keep:
-            n_in = np.bincount(unit_win[unit_win >= 0], minlength=n_windows)
-            by_fill = in_use[np.lexsort((in_use, fill[in_use], n_in[in_use]))]
-            donors = by_fill[: in_use.shape[0] - n_keep]
-            n_dissolved = int(donors.shape[0])
-            gaps = _Gaps(np.asarray(hw.cap), by_fill[n_dissolved:])
-            moved = np.flatnonzero(np.isin(unit_win, donors))
-            moved = moved[np.lexsort((moved, -s_len[moved]))]
-            moved_emb = to_numpy(emb[xp.asarray(s_doc[moved])])
-            sel = order[moved]
-            work = list(zip(moved.tolist(), moved_emb, units.doc[sel].tolist(),
-                            units.start[sel].tolist(), units.end[sel].tolist(), strict=True))
-            # Two passes: every unit that fits a gap whole goes first (best fit, longest
-            # first); only then are the others cut across what is left. One pass let a long
-            # unit take the gaps that smaller units could have filled whole.
-            for whole_only in (True, False):
-                deferred = []
-                for u, e, d, s, t in work:
-                    ends_doc = bool(units.eos) and t == int(units.doc_len[d])
-                    if whole_only and gaps.smallest_at_least(t - s + int(ends_doc)) is None:
-                        deferred.append((u, e, d, s, t))
-                        continue
-                    unit_win[u] = -1
-                    rank, cuts = _split_into(hw, gaps, d, s, t, ends_doc, e, pieces, rank)
-                    n_cuts += cuts
-                work = deferred
-            n_windows = len(hw.cap)
-
-    # Output: windows in (cluster, window index) order, then remainder windows as opened;
-    # empty windows (dissolved ones, or unused in the weighted form) are dropped.
-    placed = unit_win >= 0
-    src = order[placed]
-    p_win = np.concatenate([unit_win[placed], np.asarray([p[0] for p in pieces], np.int64)])
-    p_rank = np.concatenate([unit_rank[placed], np.asarray([p[1] for p in pieces], np.int64)])
-    p_doc = np.concatenate([units.doc[src], np.asarray([p[2] for p in pieces], np.int64)])
-    p_start = np.concatenate([units.start[src], np.asarray([p[3] for p in pieces], np.int64)])
-    p_end = np.concatenate([units.end[src], np.asarray([p[4] for p in pieces], np.int64)])
-    occupied = np.bincount(p_win, minlength=n_windows) > 0
-    seq_of_win = np.cumsum(occupied) - 1
-    out = np.lexsort((p_rank, p_win))
-    packing = Packing(
-        seq=seq_of_win[p_win[out]].astype(np.int64),
-        doc=p_doc[out].astype(np.int64),
-        start=p_start[out].astype(np.int64),
-        end=p_end[out].astype(np.int64),
-    )
+    packing = done.packing
     seconds = time.perf_counter() - t0
-    n_docs = int(np.count_nonzero(np.bincount(units.doc))) if n_units else 0
+    n_docs = int(np.count_nonzero(np.bincount(units.doc))) if len(units) else 0
     stats = {
-        "clusters": int(labels.shape[0]),
-        "windows_opened": int(n_windows),
-        "cluster_windows": int(np.asarray(state["cap"]).shape[0]),
+        "clusters": su.n_clusters,
+        "windows_opened": done.windows_opened,
+        "cluster_windows": cluster_windows,
         "strategy": strategy,
         "sequences": int(packing.n_sequences),
-        "remainder_units": int(rem.shape[0]),
-        "rounds": int(rounds),
+        "remainder_units": done.remainder_units,
+        "rounds": assignment.rounds,
         "batch_size": batch_size,
         "score": cfg.score,
         "mode": mode,
-        "dissolved_windows": n_dissolved + int(state.get("dissolved_windows", 0)),
-        "groups": state.get("groups"),
-        "fill_cuts": n_cuts,
+        "dissolved_windows": done.dissolved_windows + assignment.dissolved_windows,
+        "groups": assignment.groups,
+        "fill_cuts": done.fill_cuts,
         "kernel_seconds": t_kernel,
         "seconds": seconds,
         "docs_per_s": n_docs / seconds if seconds > 0 else None,

@@ -1,17 +1,10 @@
-"""Window-centric DataSculpt packing: windows choose units (``pack.strategy=window``, the default).
+"""The window-centric strategy (``pack.strategy=window``, the default): windows choose units.
 
 Objective: windows whose documents are about the same thing (high mean pairwise cosine, one
-label), every token placed once, no unit cut, few windows. The paper's greedy lets each unit
-pick a window; on real mixed-length text that spreads a cluster's units thinly over all of
-its windows. Here each window is built in turn: seeded with the longest unit still unplaced
-in its group, it repeatedly takes, among the unplaced units of the group that fit what is
-left of it, the one with the highest
-
-    cos(unit, window centroid) + fit_bias * len(unit) / remaining
-
-(the small length term prefers, among equally similar units, the one that closes more of the
-gap; ``diversity`` optionally subtracts the unit's highest cosine to a member of the window),
-until no unit fits. Phases:
+label), every token placed once, no unit cut, few windows. The paper's greedy (``unit.py``)
+lets each unit pick a window; on real mixed-length text that spreads a cluster's units thinly
+over all of its windows. Here each window is built in turn, taking the units of its group
+that are closest to it and fit (``window_greedy.py``). Phases:
 
 1. **Groups.** A group is a cluster; a cluster of more than ``max_group`` units is split by a
    short spherical k-means into parts of about ``3/4 max_group`` units (a group's cost is its
@@ -30,44 +23,38 @@ until no unit fits. Phases:
    most ``remainder_group`` units, and each chunk is packed by the same greedy (a remainder of
    many chunks is first packed in chunks of ``max_group``: the cost per unit grows with the
    chunk).
-6. What is still left goes to the shared best-fit pass (``datasculpt.pack.datasculpt``).
+6. What is still left goes to the finishing phases' best-fit pass (``finish.py``).
 
 Invariant: a unit is placed in at most one window, a window never holds more than ``ctx_len``
 tokens (a unit is taken only when it fits the remaining capacity), and no unit is split here.
 
-Vectorised like the unit-centric kernel: groups of similar size share a padded block
-(``C x n`` units, ``C x n x n`` Gram matrix from one batched product) and every step of the
-loop advances every group of the block by one unit, with the same NumPy/CuPy code. A step
-costs ``O(C n)``; a block takes about ``n + windows`` steps, so the greedy is ``O(N n)`` and
-the Gram matrices ``O(N n D)``: nothing is quadratic in N. Clusters are independent until the
-remainder, so they are processed in batches of consecutive clusters (one gather of their
-embeddings each, bounded memory), on the host two or more batches at a time in threads (NumPy
-releases the GIL in its array loops); every batch's result depends only on its input, so the
-output is the same whatever the thread timing.
+Clusters are independent until the remainder, so they are processed in batches of consecutive
+clusters (one gather of their embeddings each, bounded memory), as executor tasks: on the host
+two or more batches at a time in threads (NumPy releases the GIL in its array loops). Every
+batch's result depends only on its input, so the output is the same whatever the thread
+timing or the executor.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import to_device, to_numpy, xp_of
-from datasculpt.executors import Executor, LocalExecutor
+from datasculpt.backend import to_numpy, xp_of
+from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.faults import fault_point
+from datasculpt.pack.assignment import Assignment, SortedUnits
+from datasculpt.pack.window_greedy import groups, solve
+from datasculpt.vectors import ZERO_ROWS_ONLY, l2_normalize, nearest, spherical_lloyd
 
-# Units per padded block and Gram entries per block: bound the block's memory (the Gram
-# matrices are C x n x n float32) while keeping every step's arrays large enough to amortise
-# the per-call overhead of NumPy and of kernel launches.
-_BLOCK_UNITS = 1 << 16
-_BLOCK_GRAM = 1 << 25
 _KMEANS_ITERS = 3
 _KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is split
 _REM_RUN = 16  # remainder chunks per task
 _REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
 _SPLIT_FILL = 0.8  # a part's window below this fill goes back to its cluster's pool
-_UNFIT = 1e7  # score penalty per token a unit overflows the window by
 
 
 class WindowSums:
@@ -77,8 +64,6 @@ class WindowSums:
     gaps), so summing every window's members up front would cost a pass over all
     embeddings for rows nobody reads. A returned row is cached and may be updated in place.
     """
-
-    lazy = True
 
     def __init__(self, emb: Any, s_doc: np.ndarray, unit_win: np.ndarray, n_win: int) -> None:
         self.emb, self.s_doc = emb, s_doc
@@ -97,176 +82,6 @@ class WindowSums:
         return row
 
 
-def _greedy_block(
-    xp: Any, e: Any, lens: Any, n_real: np.ndarray, k_win: np.ndarray, ctx_len: int,
-    fit_bias: float, dense: bool | None = None, diversity: float = 0.0,
-) -> tuple[Any, Any]:
-    """The window-centric greedy for ``C`` groups side by side.
-
-    ``e`` is ``C x n x D`` (rows past ``n_real[i]`` are padding), ``lens`` ``C x n`` float32
-    (units sorted longest first inside each group), ``k_win[i]`` the windows group ``i``
-    builds. Groups are sorted by ``n_real + k_win`` descending, so the groups still working at
-    step ``t`` are a prefix and every array below is a view. Returns per unit its window
-    (local index, -1: not placed) and the step that placed it.
-
-    The score is ranked per window, so it is kept unnormalised: ``d = unit . sum`` plus
-    ``fit_bias * |sum| * len / room`` orders units exactly as ``cos + fit_bias * len / room``.
-
-    ``diversity`` subtracts ``diversity * |sum| * m`` where ``m`` is the unit's highest cosine
-    to a unit already in the window (maximal marginal relevance): among units equally close
-    to the window, the one that repeats none of its members.
-
-    ``dense`` (the default on a GPU) opens windows with masked writes over every group instead
-    of gathering the groups that open one: more arithmetic, but a step then never waits for
-    the device (a boolean mask or an ``any()`` is a device->host sync on CuPy). Both give the
-    same bits.
-    """
-    c, n = lens.shape
-    f32 = xp.float32
-    inf = f32(np.inf)
-    gram = xp.matmul(e, e.transpose(0, 2, 1))
-    col = xp.arange(n)
-    n_real_x, k_win_x = xp.asarray(n_real), xp.asarray(k_win)
-    # A unit's length while it is unplaced, +inf once placed (or padding): one comparison
-    # with the room of the open window answers "still available and fits".
-    avail_len = xp.where(col[None, :] < n_real_x[:, None], lens, inf).astype(f32)
-    d = xp.zeros((c, n), dtype=f32)  # unit . (centroid sum of the open window)
-    nrm2 = xp.ones(c, dtype=f32)  # |centroid sum|^2
-    room = xp.full(c, -1.0, dtype=f32)  # capacity left in the open window; -1: none open
-    opened = xp.zeros(c, dtype=xp.int64)
-    left = n_real_x.astype(xp.int64)  # unplaced units
-    win = xp.full((c, n), -1, dtype=xp.int64)
-    step = xp.full((c, n), -1, dtype=xp.int64)
-    score = xp.empty((c, n), dtype=f32)
-    # max cosine of every unit to the open window's members (diversity only)
-    near = xp.zeros((c, n), dtype=f32) if diversity else None
-    # Each step places a unit or closes a window, so a group is done after n + k steps.
-    horizon = n_real + k_win
-    scratch = xp.empty((c, n), dtype=f32)
-    n_steps = int(horizon.max()) if c else 0
-    active = np.searchsorted(-horizon, -np.arange(n_steps), side="left")  # horizon > t
-    if dense is None:
-        dense = xp is not np
-    any_start = True
-    for t in range(n_steps):
-        a = int(active[t])
-        av, dd, gg, ln, rm = avail_len[:a], d[:a], gram[:a], lens[:a], room[:a]
-        rows = xp.arange(a)
-        # Open a window where none is open, one is still due and a unit is left: its seed is
-        # the longest unplaced unit (the first available one: units are sorted by length).
-        # Only a window that closed in the last step can make way for one.
-        # ``go`` marks the rows of ``sr`` that open one: all of them on the host (the rows
-        # were picked by a mask), the ``start`` mask itself when every row is written (dense).
-        start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
-        if dense:
-            sr, go = rows, start
-        else:
-            sr = xp.flatnonzero(start) if any_start else rows[:0]
-            go = xp.ones(sr.shape[0], dtype=bool)
-        if sr.shape[0]:
-            seed = xp.argmax(av[sr] < inf, axis=1)
-            dd[sr] = xp.where(go[:, None], gg[sr, seed], dd[sr])
-            nrm2[sr] = xp.where(go, gg[sr, seed, seed], nrm2[sr])
-            if near is not None:
-                near[sr] = xp.where(go[:, None], gg[sr, seed], near[sr])
-            rm[sr] = xp.where(go, ctx_len - ln[sr, seed], rm[sr])
-            win[sr, seed] = xp.where(go, opened[sr], win[sr, seed])
-            step[sr, seed] = xp.where(go, t, step[sr, seed])
-            av[sr, seed] = xp.where(go, inf, av[sr, seed])
-            opened[sr] += go
-            left[sr] -= go
-        # Every open window takes its best unit among those that fit (none fits a closed
-        # window: its room is -1).
-        sc, gap = score[:a], scratch[:a]
-        if fit_bias:
-            coef = f32(fit_bias) * xp.sqrt(nrm2[:a]) / xp.maximum(rm, f32(1.0))
-            xp.multiply(ln, coef[:, None], out=sc)
-            sc += dd
-        else:
-            sc[...] = dd
-        if near is not None:
-            sc -= (f32(diversity) * xp.sqrt(nrm2[:a]))[:, None] * near[:a]
-        # Units that do not fit (gap < 0, a whole number of tokens, so <= -1; -inf when
-        # placed) drop below every unit that does: scores stay far above -_UNFIT.
-        xp.subtract(rm[:, None], av, out=gap)
-        xp.minimum(gap, 0, out=gap)
-        gap *= f32(_UNFIT)
-        sc += gap
-        j = xp.argmax(sc, axis=1)
-        ok = sc[rows, j] > f32(-_UNFIT / 2)
-        # The open window's dot products and norm are updated for every group: a group whose
-        # window just closed gets a meaningless update, overwritten when its next window opens.
-        nrm2[:a] += 2 * dd[rows, j] + gg[rows, j, j]
-        dd += gg[rows, j]
-        if near is not None:
-            xp.maximum(near[:a], gg[rows, j], out=near[:a])
-        # Where nothing fits the window closes (room -1); elsewhere the unit goes in. Masked
-        # writes rather than boolean indexing: no device->host sync.
-        rm[...] = xp.where(ok, rm - ln[rows, j], f32(-1))
-        win[rows, j] = xp.where(ok, opened[:a] - 1, win[rows, j])
-        step[rows, j] = xp.where(ok, t, step[rows, j])
-        av[rows, j] = xp.where(ok, inf, av[rows, j])
-        left[:a] -= ok
-        if not dense:
-            any_start = not bool(ok.all())
-    return win, step
-
-
-def _blocks(sizes: np.ndarray, max_units: int = _BLOCK_UNITS,
-            max_gram: int = _BLOCK_GRAM) -> list[np.ndarray]:
-    """Groups (indices into ``sizes``) in blocks of similar size within the memory bounds.
-
-    Size classes 25% wide keep padding below a fifth of a block; inside a class the groups
-    are taken largest first.
-    """
-    out = []
-    cls = np.ceil(np.log(np.maximum(sizes, 1)) / np.log(1.25)).astype(np.int64)
-    for k in np.unique(cls).tolist():
-        members = np.flatnonzero(cls == k)
-        members = members[np.argsort(-sizes[members], kind="stable")]
-        n_pad = int(sizes[members].max())
-        per = max(1, min(max_units // max(n_pad, 1), max_gram // max(n_pad * n_pad, 1)))
-        out.extend(members[i : i + per] for i in range(0, members.shape[0], per))
-    return out
-
-
-def _solve(
-    xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
-    g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
-    dense: bool | None = None, diversity: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
-    of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
-    windows. Returns, aligned with ``members``, each unit's window inside its group (-1: not
-    placed) and the step that placed it (increasing within a window)."""
-    win_out = np.full(members.shape[0], -1, dtype=np.int64)
-    step_out = np.full(members.shape[0], -1, dtype=np.int64)
-    for blk in _blocks(g_count):
-        horizon = g_count[blk] + k_win[blk]
-        blk = blk[np.argsort(-horizon, kind="stable")]
-        n_real, kb = g_count[blk], k_win[blk]
-        n = int(n_real.max())
-        col = np.arange(n)
-        real = col[None, :] < n_real[:, None]
-        idx = g_first[blk][:, None] + np.minimum(col[None, :], n_real[:, None] - 1)
-        # Padding rows repeat the group's last unit: never available, never placed.
-        e = rows[xp.asarray(members[idx])]
-        ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
-        win, step = _greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias, dense, diversity)
-        win, step = to_numpy(win), to_numpy(step)
-        win_out[idx[real]] = win[real]
-        step_out[idx[real]] = step[real]
-    return win_out, step_out
-
-
-def _groups(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``members``, ``g_first``, ``g_count`` of a list of groups."""
-    g_count = np.asarray([p.shape[0] for p in parts], dtype=np.int64)
-    members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
-    return members, g_first, g_count
-
-
 def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
     """Row indices of parts of at most ``max_group`` rows of one cluster (rows longest first).
 
@@ -282,12 +97,9 @@ def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
     m = min(n, _KMEANS_SAMPLE * k)
     sample = x[xp.asarray((np.arange(m) * n) // m)]
     cent = sample[xp.asarray((np.arange(k) * m) // k)]
-    for _ in range(_KMEANS_ITERS):
-        onehot = (xp.argmax(sample @ cent.T, axis=1)[:, None] == xp.arange(k)[None, :])
-        new = onehot.T.astype(xp.float32) @ sample
-        norm = xp.sqrt((new * new).sum(axis=1, keepdims=True))
-        cent = xp.where(norm > 0, new / xp.maximum(norm, xp.float32(1e-12)), cent)
-    lab = to_numpy(xp.argmax(x @ cent.T, axis=1))
+    # One product over all rows (block=None), as the split has always been computed.
+    cent = spherical_lloyd(sample, cent, _KMEANS_ITERS, block=None)
+    lab = to_numpy(nearest(x, cent, block=None))
     parts = []
     for part in range(k):
         rows = np.flatnonzero(lab == part)
@@ -334,10 +146,23 @@ def _trim_waste(win: np.ndarray, step: np.ndarray, lens: np.ndarray, n_win: int,
     return n_drop
 
 
+@dataclass
+class _Batch:
+    """What one batch of clusters packed (phases 1-4), in batch-local numbering."""
+
+    win: np.ndarray  # int64 per unit of the batch: its window, -1 unplaced
+    step: np.ndarray  # int64 per unit: the step that placed it (increasing within a window)
+    n_win: int  # windows the batch numbered
+    n_steps: int  # steps it numbered
+    cl_sums: np.ndarray  # float64 [clusters, D]: each cluster's embedding sum, for the path
+    groups: int  # groups it packed (clusters or their parts)
+    dissolved: int  # windows it dissolved
+
+
 def _pack_batch(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, first: np.ndarray,
     count: np.ndarray, ctx_len: int, cfg: Any,
-) -> dict[str, Any]:
+) -> _Batch:
     """Phases 1-4 for consecutive clusters (sorted positions ``first[0] ..``): per unit of the
     batch its window (batch-local id, -1: unplaced) and step, and each cluster's embedding
     sum (for the remainder's path)."""
@@ -365,7 +190,7 @@ def _pack_batch(
                 left = np.flatnonzero(win[loc[i] : loc[i] + count[i]] < 0) + loc[i]
                 pieces = -(-left.shape[0] // max_group)
                 parts.extend(left[j::pieces] for j in range(pieces))
-        members, g_first, g_count = _groups(parts)
+        members, g_first, g_count = groups(parts)
         if not members.size:
             continue
         tokens = np.add.reduceat(lens[members], g_first)
@@ -373,11 +198,11 @@ def _pack_batch(
         if level == 1:
             k_win = np.maximum(1, k_win)
         keep = k_win > 0
-        members, g_first, g_count = _groups([p for p, k in zip(parts, keep, strict=True) if k])
+        members, g_first, g_count = groups([p for p, k in zip(parts, keep, strict=True) if k])
         k_win = k_win[keep]
         if not members.size:
             continue
-        w_local, s_local = _solve(xp, rows, lens, members, g_first, g_count, k_win, ctx_len,
+        w_local, s_local = solve(xp, rows, lens, members, g_first, g_count, k_win, ctx_len,
                                   fit_bias, diversity=float(cfg.diversity))
         base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
         w_new = np.where(w_local >= 0, w_local + base, -1)
@@ -393,32 +218,32 @@ def _pack_batch(
     n_dissolved += _trim_waste(win, step, lens, n_win, ctx_len, float(cfg.max_waste))
     cl_sums = np.stack([to_numpy(rows[f : f + n].sum(axis=0)).astype(np.float64)
                         for f, n in zip(loc.tolist(), count.tolist(), strict=True)])
-    return {"win": win, "step": step, "n_win": n_win, "n_steps": n_steps, "cl_sums": cl_sums,
-            "groups": len(owner), "dissolved": n_dissolved}
+    return _Batch(win=win, step=step, n_win=n_win, n_steps=n_steps, cl_sums=cl_sums,
+                  groups=len(owner), dissolved=n_dissolved)
 
 
-def _pack_batch_task(batch: np.ndarray, *, emb: Any, on_gpu: bool, s_doc: np.ndarray,
-                     s_len: np.ndarray, cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int,
-                     cfg: Any) -> dict[str, Any]:
+def _pack_batch_task(batch: np.ndarray, *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
+                     cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int,
+                     cfg: Any) -> _Batch:
     """One batch of consecutive clusters (an executor task)."""
     fault_point("pack_task")
-    emb = to_device(emb) if on_gpu else emb
+    emb = on_task_device(emb)
     return _pack_batch(xp_of(emb), emb, s_doc, s_len, cl_first[batch], cl_count[batch], ctx_len,
                        cfg)
 
 
 def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
-                  ctx_len: int, fit_bias: float, on_gpu: bool, diversity: float = 0.0
+                  ctx_len: int, fit_bias: float, diversity: float = 0.0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One run of remainder chunks (an executor task): the chunks' units, their windows
     (numbered from 0 over the run) and steps, and the run's window count."""
-    emb = to_device(emb) if on_gpu else emb
+    emb = on_task_device(emb)
     xp = xp_of(emb)
-    members, g_first, g_count = _groups(part)
+    members, g_first, g_count = groups(part)
     k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
     rows = emb[xp.asarray(s_doc[members])]
-    w_local, s_local = _solve(xp, rows, s_len[members], np.arange(members.shape[0]),
-                              g_first, g_count, k_win, ctx_len, fit_bias, diversity=diversity)
+    w_local, s_local = solve(xp, rows, s_len[members], np.arange(members.shape[0]),
+                             g_first, g_count, k_win, ctx_len, fit_bias, diversity=diversity)
     base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
     return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
 
@@ -427,11 +252,10 @@ def _remainder_pass(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
     unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
     fit_bias: float, executor: Executor, diversity: float = 0.0,
-) -> tuple[int, int]:
+) -> int:
     """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
     consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
-    Writes ``unit_win``/``unit_rank`` in place; returns the new window count and the number
-    of chunks packed."""
+    Writes ``unit_win``/``unit_rank`` in place; returns the new window count."""
     n_chunks = -(-rem.shape[0] // size) if rem.size else 0
     # Chunks of equal size (not rem_group and a stub): the stub would pack badly.
     bounds = (np.arange(n_chunks + 1) * rem.shape[0]) // max(n_chunks, 1)
@@ -444,22 +268,14 @@ def _remainder_pass(
     # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
     runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
     solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
-                          **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
-                          ctx_len=ctx_len, fit_bias=fit_bias, diversity=diversity)
+                          emb=emb, s_doc=s_doc, s_len=s_len, ctx_len=ctx_len,
+                          fit_bias=fit_bias, diversity=diversity)
     for members, w_run, s_local, n_run in solved:
         placed = w_run >= 0
         unit_win[members[placed]] = n_win + w_run[placed]
         unit_rank[members[placed]] = rank + s_local[placed]
         n_win += n_run
-    return n_win, len(chunks)
-
-
-def _task_inputs(executor: Executor, emb: Any) -> dict[str, Any]:
-    """The embeddings as executor tasks receive them: as they are in this process; on the host
-    for another process (moved to its GPU there when the run is on the GPU)."""
-    if isinstance(executor, LocalExecutor):
-        return {"emb": emb, "on_gpu": False}
-    return {"emb": to_numpy(emb), "on_gpu": xp_of(emb) is not np}
+    return n_win
 
 
 def _workers(xp: Any) -> int:
@@ -490,8 +306,7 @@ def _centroid_path(cent: np.ndarray) -> np.ndarray:
     cut into chunks share a chunk with units of the same or neighbouring clusters.
     """
     k = cent.shape[0]
-    norm = np.linalg.norm(cent, axis=1, keepdims=True)
-    c = (cent / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+    c = l2_normalize(cent, eps=ZERO_ROWS_ONLY).astype(np.float32)
     rank = np.empty(k, dtype=np.int64)
     seen = np.zeros(k, dtype=bool)
     cur = 0
@@ -505,79 +320,55 @@ def _centroid_path(cent: np.ndarray) -> np.ndarray:
     return rank
 
 
-def assign_windows(
-    xp: Any,
-    emb: Any,
-    s_doc: np.ndarray,
-    s_len: np.ndarray,
-    cl_first: np.ndarray,
-    cl_count: np.ndarray,
-    ctx_len: int,
-    cfg: Any,
-    executor: Executor | None = None,
-) -> dict[str, Any]:
-    """Phases 1-5 of the window-centric strategy over units sorted by (cluster, length desc).
+def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
+                   executor: Executor) -> Assignment:
+    """Phases 1-5 over the units sorted by cluster: what they leave goes to the best-fit pass.
 
-    Returns the same state as the unit-centric phase 1: per sorted unit its window (-1: left
-    for the best-fit pass) and placement rank, the units left, and per window its remaining
-    capacity, centroid sum (lazy: ``WindowSums``) and whether it holds anything.
+    The windows' centroid sums are handed over lazily (``WindowSums``).
     """
-    n_units, dim = s_doc.shape[0], int(emb.shape[1])
-    k_cl = cl_count.shape[0]
+    s_doc, s_len, cl_first, cl_count = su.doc, su.length, su.first, su.count
+    n_units, dim = len(su), int(emb.shape[1])
+    k_cl = su.n_clusters
     batches = _batches(cl_count, int(cfg.task_units)) if n_units else []
 
-    executor = executor or LocalExecutor()
     results = executor.map(_pack_batch_task, batches, threads=_workers(xp), gpu=xp is not np,
-                           **_task_inputs(executor, emb), s_doc=s_doc, s_len=s_len,
-                           cl_first=cl_first, cl_count=cl_count, ctx_len=ctx_len, cfg=cfg)
+                           emb=emb, s_doc=s_doc, s_len=s_len, cl_first=cl_first,
+                           cl_count=cl_count, ctx_len=ctx_len, cfg=cfg)
     unit_win = np.full(n_units, -1, dtype=np.int64)
     unit_rank = np.full(n_units, -1, dtype=np.int64)
     cl_sums = np.zeros((k_cl, dim), dtype=np.float64)
     n_win, rank = 0, 0
     for b, r in zip(batches, results, strict=True):
         lo = int(cl_first[b[0]])
-        sl = slice(lo, lo + r["win"].shape[0])
-        placed = r["win"] >= 0
-        unit_win[sl] = np.where(placed, r["win"] + n_win, -1)
-        unit_rank[sl] = np.where(placed, r["step"] + rank, -1)
-        cl_sums[b] = r["cl_sums"]
-        n_win += r["n_win"]
-        rank += r["n_steps"]
+        sl = slice(lo, lo + r.win.shape[0])
+        placed = r.win >= 0
+        unit_win[sl] = np.where(placed, r.win + n_win, -1)
+        unit_rank[sl] = np.where(placed, r.step + rank, -1)
+        cl_sums[b] = r.cl_sums
+        n_win += r.n_win
+        rank += r.n_steps
     n_main = n_win
 
     # Remainder: along the cluster path, in chunks, by the same greedy.
     rem = np.flatnonzero(unit_win < 0)
-    unit_cl = np.repeat(np.arange(k_cl), cl_count)
     path = _centroid_path(cl_sums) if k_cl else np.zeros(0, np.int64)
-    rem = rem[np.lexsort((rem, -s_len[rem], path[unit_cl[rem]]))]
-    remainder_in = int(rem.shape[0])
+    rem = rem[np.lexsort((rem, -s_len[rem], path[su.cluster[rem]]))]
     rem_group = int(cfg.remainder_group)
     # A large remainder is first packed in chunks of max_group (cheap: the cost per unit
     # grows with the chunk), then what that leaves in chunks of remainder_group.
     sizes = [rem_group] if rem.shape[0] <= _REM_TIER * rem_group else [int(cfg.max_group),
                                                                          rem_group]
-    n_chunks = 0
     for size in sizes:
-        n_win, n = _remainder_pass(xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win,
+        n_win = _remainder_pass(xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win,
                                    rank, ctx_len, float(cfg.fit_bias), executor,
                                    float(cfg.diversity))
-        n_chunks += n
         rem = rem[unit_win[rem] < 0]  # still in path order
     placed = unit_win >= 0
     tokens = np.bincount(unit_win[placed], weights=s_len[placed], minlength=n_win)
     cap = (ctx_len - tokens).astype(np.int64)
     cap[:n_main][tokens[:n_main] == 0] = 0  # dissolved: empty, and closed to the best-fit pass
-    return {
-        "unit_win": unit_win,
-        "unit_rank": unit_rank,
-        "remainder": np.flatnonzero(unit_win < 0),
-        "cap": cap,
-        "sums": WindowSums(emb, s_doc, unit_win, n_win),
-        "used": tokens > 0,
-        "rounds": 0,
-        "groups": sum(r["groups"] for r in results),
-        "dissolved_windows": sum(r["dissolved"] for r in results),
-        "remainder_chunks": n_chunks,
-        "remainder_in": remainder_in,
-        "main_windows": n_main,
-    }
+    return Assignment(
+        unit_win=unit_win, unit_rank=unit_rank, remainder=np.flatnonzero(unit_win < 0),
+        cap=cap, sums=WindowSums(emb, s_doc, unit_win, n_win), used=tokens > 0,
+        groups=sum(r.groups for r in results),
+        dissolved_windows=sum(r.dissolved for r in results))

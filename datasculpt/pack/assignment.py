@@ -1,0 +1,84 @@
+"""The hand-over between a packing strategy and the finishing phases.
+
+A strategy (``window.py`` or ``unit.py``) receives the units sorted by cluster
+(:class:`SortedUnits`) and places each cluster's units into windows of that cluster; it hands
+back an :class:`Assignment`, on the host, which the finishing phases (``finish.py``) complete
+across clusters. Both sides index units by their position in the sorted order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from datasculpt.types import Units
+
+
+@dataclass(frozen=True)
+class SortedUnits:
+    """Units ordered by (cluster, length descending, document, start).
+
+    Longest first inside a cluster is the greedy's seed order for both strategies; the
+    document and start keys keep a long document's cuts adjacent and in order.
+    """
+
+    order: np.ndarray  # int64: index into ``Units`` of each sorted unit
+    doc: np.ndarray  # int64: each sorted unit's document
+    length: np.ndarray  # int64: each sorted unit's tokens, separator included
+    cluster: np.ndarray  # int64: each sorted unit's cluster, numbered 0 .. n_clusters
+    first: np.ndarray  # int64: a cluster's first sorted position
+    count: np.ndarray  # int64: a cluster's units
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.count.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.order.shape[0])
+
+
+def sort_units(units: Units, clusters: np.ndarray) -> SortedUnits:
+    """``units`` in the order the strategies work in; ``clusters`` labels the documents."""
+    length = units.length
+    labels, unit_cl = np.unique(clusters[units.doc], return_inverse=True)
+    order = np.lexsort((units.start, units.doc, -length, unit_cl))
+    cluster = unit_cl[order].astype(np.int64)
+    count = np.bincount(cluster, minlength=labels.shape[0])
+    first = np.concatenate(([0], np.cumsum(count)[:-1]))
+    return SortedUnits(order=order, doc=units.doc[order], length=length[order],
+                       cluster=cluster, first=first, count=count)
+
+
+class CentroidSums(Protocol):
+    """Each window's centroid sum (float32 row), read one window at a time.
+
+    The best-fit pass updates a returned row in place when it adds a unit to the window.
+    An ``N x D`` array is one; the window strategy hands over a lazy one (``WindowSums``):
+    the pass compares only a few windows, so summing every window up front would be wasted.
+    """
+
+    def __getitem__(self, w: int) -> np.ndarray: ...
+
+
+@dataclass
+class Assignment:
+    """What a strategy leaves to the finishing phases, all on the host.
+
+    Windows are numbered from 0 in the order the output lists them (cluster, then window).
+    """
+
+    unit_win: np.ndarray  # int64 per sorted unit: its window, -1 where the strategy left it
+    unit_rank: np.ndarray  # int64 per sorted unit: placement rank (piece order), -1 unplaced
+    remainder: np.ndarray  # sorted positions left for the best-fit pass, ascending
+    cap: np.ndarray  # int64 per window: tokens it can still take (0 closes it)
+    sums: CentroidSums  # per window: centroid sum, for the best-fit pass's similarity ties
+    used: np.ndarray  # bool per window: it holds a unit
+    rounds: int = 0  # conflict rounds of the unit strategy's batched kernel
+    groups: int | None = None  # groups the window strategy packed (clusters or their parts)
+    dissolved_windows: int = 0  # windows the strategy emptied again before handing over
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.cap.shape[0])

@@ -1,0 +1,204 @@
+"""The window-centric greedy over groups of units, many groups side by side.
+
+Each window is built in turn: seeded with the longest unit still unplaced in its group, it
+repeatedly takes, among the unplaced units of the group that fit what is left of it, the one
+with the highest
+
+    cos(unit, window centroid) + fit_bias * len(unit) / remaining
+
+(the small length term prefers, among equally similar units, the one that closes more of the
+gap; ``diversity`` optionally subtracts the unit's highest cosine to a member of the window),
+until no unit fits; then the group's next window opens, until the group has built its windows.
+A unit is taken only when it fits, so no window overflows and no unit is split.
+
+Groups of similar size share a padded block (``C x n`` units, ``C x n x n`` Gram matrix from
+one batched product) and every step of the loop advances every group of the block by one
+unit, with the same NumPy/CuPy code. A step costs ``O(C n)``; a block takes about
+``n + windows`` steps, so the greedy is ``O(N n)`` and the Gram matrices ``O(N n D)``:
+nothing is quadratic in N.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from datasculpt.backend import to_numpy
+
+# Units per padded block and Gram entries per block: bound the block's memory (the Gram
+# matrices are C x n x n float32) while keeping every step's arrays large enough to amortise
+# the per-call overhead of NumPy and of kernel launches.
+_BLOCK_UNITS = 1 << 16
+_BLOCK_GRAM = 1 << 25
+_UNFIT = 1e7  # score penalty per token a unit overflows the window by
+
+
+def greedy_block(
+    xp: Any, e: Any, lens: Any, n_real: np.ndarray, k_win: np.ndarray, ctx_len: int,
+    fit_bias: float, dense: bool | None = None, diversity: float = 0.0,
+) -> tuple[Any, Any]:
+    """The window-centric greedy for ``C`` groups side by side.
+
+    ``e`` is ``C x n x D`` (rows past ``n_real[i]`` are padding), ``lens`` ``C x n`` float32
+    (units sorted longest first inside each group), ``k_win[i]`` the windows group ``i``
+    builds. Groups are sorted by ``n_real + k_win`` descending, so the groups still working at
+    step ``t`` are a prefix and every array below is a view. Returns per unit its window
+    (local index, -1: not placed) and the step that placed it.
+
+    The score is ranked per window, so it is kept unnormalised: ``d = unit . sum`` plus
+    ``fit_bias * |sum| * len / room`` orders units exactly as ``cos + fit_bias * len / room``.
+
+    ``diversity`` subtracts ``diversity * |sum| * m`` where ``m`` is the unit's highest cosine
+    to a unit already in the window (maximal marginal relevance): among units equally close
+    to the window, the one that repeats none of its members.
+
+    ``dense`` (the default on a GPU) opens windows with masked writes over every group instead
+    of gathering the groups that open one: more arithmetic, but a step then never waits for
+    the device (a boolean mask or an ``any()`` is a device->host sync on CuPy). Both give the
+    same bits.
+    """
+    c, n = lens.shape
+    f32 = xp.float32
+    inf = f32(np.inf)
+    gram = xp.matmul(e, e.transpose(0, 2, 1))
+    col = xp.arange(n)
+    n_real_x, k_win_x = xp.asarray(n_real), xp.asarray(k_win)
+    # A unit's length while it is unplaced, +inf once placed (or padding): one comparison
+    # with the room of the open window answers "still available and fits".
+    avail_len = xp.where(col[None, :] < n_real_x[:, None], lens, inf).astype(f32)
+    d = xp.zeros((c, n), dtype=f32)  # unit . (centroid sum of the open window)
+    nrm2 = xp.ones(c, dtype=f32)  # |centroid sum|^2
+    room = xp.full(c, -1.0, dtype=f32)  # capacity left in the open window; -1: none open
+    opened = xp.zeros(c, dtype=xp.int64)
+    left = n_real_x.astype(xp.int64)  # unplaced units
+    win = xp.full((c, n), -1, dtype=xp.int64)
+    step = xp.full((c, n), -1, dtype=xp.int64)
+    score = xp.empty((c, n), dtype=f32)
+    # max cosine of every unit to the open window's members (diversity only)
+    near = xp.zeros((c, n), dtype=f32) if diversity else None
+    # Each step places a unit or closes a window, so a group is done after n + k steps.
+    horizon = n_real + k_win
+    scratch = xp.empty((c, n), dtype=f32)
+    n_steps = int(horizon.max()) if c else 0
+    active = np.searchsorted(-horizon, -np.arange(n_steps), side="left")  # horizon > t
+    if dense is None:
+        dense = xp is not np
+    any_start = True
+    for t in range(n_steps):
+        a = int(active[t])
+        av, dd, gg, ln, rm = avail_len[:a], d[:a], gram[:a], lens[:a], room[:a]
+        rows = xp.arange(a)
+        # Open a window where none is open, one is still due and a unit is left: its seed is
+        # the longest unplaced unit (the first available one: units are sorted by length).
+        # Only a window that closed in the last step can make way for one.
+        # ``go`` marks the rows of ``sr`` that open one: all of them on the host (the rows
+        # were picked by a mask), the ``start`` mask itself when every row is written (dense).
+        start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
+        if dense:
+            sr, go = rows, start
+        else:
+            sr = xp.flatnonzero(start) if any_start else rows[:0]
+            go = xp.ones(sr.shape[0], dtype=bool)
+        if sr.shape[0]:
+            seed = xp.argmax(av[sr] < inf, axis=1)
+            dd[sr] = xp.where(go[:, None], gg[sr, seed], dd[sr])
+            nrm2[sr] = xp.where(go, gg[sr, seed, seed], nrm2[sr])
+            if near is not None:
+                near[sr] = xp.where(go[:, None], gg[sr, seed], near[sr])
+            rm[sr] = xp.where(go, ctx_len - ln[sr, seed], rm[sr])
+            win[sr, seed] = xp.where(go, opened[sr], win[sr, seed])
+            step[sr, seed] = xp.where(go, t, step[sr, seed])
+            av[sr, seed] = xp.where(go, inf, av[sr, seed])
+            opened[sr] += go
+            left[sr] -= go
+        # Every open window takes its best unit among those that fit (none fits a closed
+        # window: its room is -1).
+        sc, gap = score[:a], scratch[:a]
+        if fit_bias:
+            coef = f32(fit_bias) * xp.sqrt(nrm2[:a]) / xp.maximum(rm, f32(1.0))
+            xp.multiply(ln, coef[:, None], out=sc)
+            sc += dd
+        else:
+            sc[...] = dd
+        if near is not None:
+            sc -= (f32(diversity) * xp.sqrt(nrm2[:a]))[:, None] * near[:a]
+        # Units that do not fit (gap < 0, a whole number of tokens, so <= -1; -inf when
+        # placed) drop below every unit that does: scores stay far above -_UNFIT.
+        xp.subtract(rm[:, None], av, out=gap)
+        xp.minimum(gap, 0, out=gap)
+        gap *= f32(_UNFIT)
+        sc += gap
+        j = xp.argmax(sc, axis=1)
+        ok = sc[rows, j] > f32(-_UNFIT / 2)
+        # The open window's dot products and norm are updated for every group: a group whose
+        # window just closed gets a meaningless update, overwritten when its next window opens.
+        nrm2[:a] += 2 * dd[rows, j] + gg[rows, j, j]
+        dd += gg[rows, j]
+        if near is not None:
+            xp.maximum(near[:a], gg[rows, j], out=near[:a])
+        # Where nothing fits the window closes (room -1); elsewhere the unit goes in. Masked
+        # writes rather than boolean indexing: no device->host sync.
+        rm[...] = xp.where(ok, rm - ln[rows, j], f32(-1))
+        win[rows, j] = xp.where(ok, opened[:a] - 1, win[rows, j])
+        step[rows, j] = xp.where(ok, t, step[rows, j])
+        av[rows, j] = xp.where(ok, inf, av[rows, j])
+        left[:a] -= ok
+        if not dense:
+            any_start = not bool(ok.all())
+    return win, step
+
+
+def blocks(sizes: np.ndarray, max_units: int = _BLOCK_UNITS,
+            max_gram: int = _BLOCK_GRAM) -> list[np.ndarray]:
+    """Groups (indices into ``sizes``) in blocks of similar size within the memory bounds.
+
+    Size classes 25% wide keep padding below a fifth of a block; inside a class the groups
+    are taken largest first.
+    """
+    out = []
+    cls = np.ceil(np.log(np.maximum(sizes, 1)) / np.log(1.25)).astype(np.int64)
+    for k in np.unique(cls).tolist():
+        members = np.flatnonzero(cls == k)
+        members = members[np.argsort(-sizes[members], kind="stable")]
+        n_pad = int(sizes[members].max())
+        per = max(1, min(max_units // max(n_pad, 1), max_gram // max(n_pad * n_pad, 1)))
+        out.extend(members[i : i + per] for i in range(0, members.shape[0], per))
+    return out
+
+
+def solve(
+    xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
+    g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
+    dense: bool | None = None, diversity: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
+    of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
+    windows. Returns, aligned with ``members``, each unit's window inside its group (-1: not
+    placed) and the step that placed it (increasing within a window)."""
+    win_out = np.full(members.shape[0], -1, dtype=np.int64)
+    step_out = np.full(members.shape[0], -1, dtype=np.int64)
+    for blk in blocks(g_count):
+        horizon = g_count[blk] + k_win[blk]
+        blk = blk[np.argsort(-horizon, kind="stable")]
+        n_real, kb = g_count[blk], k_win[blk]
+        n = int(n_real.max())
+        col = np.arange(n)
+        real = col[None, :] < n_real[:, None]
+        idx = g_first[blk][:, None] + np.minimum(col[None, :], n_real[:, None] - 1)
+        # Padding rows repeat the group's last unit: never available, never placed.
+        e = rows[xp.asarray(members[idx])]
+        ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
+        win, step = greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias, dense, diversity)
+        win, step = to_numpy(win), to_numpy(step)
+        win_out[idx[real]] = win[real]
+        step_out[idx[real]] = step[real]
+    return win_out, step_out
+
+
+def groups(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``members``, ``g_first``, ``g_count`` of a list of groups."""
+    g_count = np.asarray([p.shape[0] for p in parts], dtype=np.int64)
+    members = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
+    return members, g_first, g_count

@@ -1,0 +1,175 @@
+"""Stage 2, embed: one L2-normalised float32 vector per document (``embeddings.npy``, rows in
+document order), from the encoder, the static table, an ``.npy`` given by the user or a
+field of the input records."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from datasculpt.config import EmbedConfig
+from datasculpt.errors import InputError
+from datasculpt.faults import fault_point
+from datasculpt.io.ingest import document_blocks, document_texts
+from datasculpt.io.write import atomic_path
+from datasculpt.progress import progress_bar
+from datasculpt.runner import Inputs, Run, Stage
+
+log = logging.getLogger("datasculpt")
+
+CHUNK = 1 << 13  # documents per encoder call: bounds the texts held at once
+
+# Measured on the dev corpus (docs/BENCHMARKS.md, "Static embeddings"): the packaged encoder
+# embeds 13.7 to 14.7 documents/s on 2 cores (max_length 256); the embed=static stage 61x
+# that (max_length 512, sqrt term weights). Rounded down: busier machines were slower.
+_ENCODER_DOCS_PER_CORE_S = 6.0
+_STATIC_SPEEDUP = 60.0
+_SUGGEST_STATIC_S = 600.0
+
+# Settings only embed=static reads: an encoder run's embeddings do not depend on them.
+STATIC_ONLY = ("static_dir", "pca_dims", "term_weight")
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The vectors on the host (memory-mapped) and on the run's backend, moved there once
+    for every stage that computes with them (the host array itself on a CPU run)."""
+
+    host: np.ndarray
+    device: Any
+
+
+def suggest_static(n: int) -> None:
+    """Say what the encoder will cost on this CPU, and the faster option when it is long. The
+    choice stays the user's: static vectors group documents a little less well."""
+    cores = os.cpu_count() or 1
+    seconds = n / (_ENCODER_DOCS_PER_CORE_S * cores)
+    if seconds >= _SUGGEST_STATIC_S:
+        log.warning("embed: the encoder on %d CPU cores needs about %.0f min for %d documents; "
+                    "embed=static (a distilled lookup table) takes about %.1f min for them, "
+                    "with somewhat lower relevance (docs/BENCHMARKS.md)", cores, seconds / 60, n,
+                    seconds / _STATIC_SPEEDUP / 60)
+    else:
+        log.info("embed: the encoder on %d CPU cores needs about %.0f s for %d documents",
+                 cores, seconds, n)
+
+
+def _center(rows: np.ndarray) -> float:
+    """Subtract the corpus mean from every row and renormalise, in chunks, in place; returns
+    the mean's norm. Static vectors share a large common direction (the frequent tokens every
+    document holds: two random documents of the dev corpus have cosine 0.57, against 0.16 with
+    the encoder), which squeezes every similarity the clustering thresholds read."""
+    from datasculpt.vectors import l2_normalize
+
+    total = np.zeros(rows.shape[1], dtype=np.float64)
+    for lo in range(0, rows.shape[0], CHUNK):
+        total += rows[lo : lo + CHUNK].sum(axis=0, dtype=np.float64)
+    mean = (total / max(rows.shape[0], 1)).astype(np.float32)
+    for lo in range(0, rows.shape[0], CHUNK):
+        rows[lo : lo + CHUNK] = l2_normalize(rows[lo : lo + CHUNK] - mean)
+    return float(np.linalg.norm(mean))
+
+
+def _given(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Vectors the user supplied: an ``.npy`` aligned with the documents, or an input field."""
+    from datasculpt import embed as embed_mod
+
+    cfg, n = run.cfg.embed, len(sources)
+    if cfg.precomputed:
+        given = embed_mod.load_precomputed(cfg.precomputed, n)
+        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=given.shape)
+        for lo in range(0, n, CHUNK):
+            rows[lo : lo + CHUNK] = embed_mod.l2_normalize(
+                np.asarray(given[lo : lo + CHUNK], dtype=np.float32))
+        return rows, {"source": str(cfg.precomputed)}
+    vectors = [doc.vector for doc in run.source.stream()]
+    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                     shape=(n, vectors[0].size))
+    rows[:] = embed_mod.l2_normalize(np.stack(vectors))
+    return rows, {"source": f"input field {cfg.vector_key!r}"}
+
+
+def _encoded(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Vectors from the encoder or the static table, through ``executor.map_rows``: each
+    input shard is read again by a reader, its texts go in batches to the model workers, and
+    every vector lands at its document's row whatever order the batches come back in."""
+    from datasculpt import embed as embed_mod
+
+    cfg, backend, src, n = run.cfg.embed, run.backend, run.source, len(sources)
+    stats: dict[str, Any] = {}
+    model_kwargs = {"cfg": OmegaConf.to_container(cfg, resolve=True), "backend": backend.name}
+    model: Any = embed_mod.Encoder
+    if cfg.kind == "encoder" and not backend.is_gpu:
+        suggest_static(n)
+    if cfg.kind == "static":
+        from datasculpt.embed.static import StaticEncoder, static_model_dir
+
+        model = StaticEncoder
+        model_kwargs["model_dir"] = str(static_model_dir(cfg))
+        stats["static_dir"] = model_kwargs["model_dir"]
+    rows: Any = None
+    rungs: set[str] = set()
+    done = 0
+    bar = progress_bar(run.progress, total=n, desc="embed", unit="doc")
+    for batch in run.executor.map_rows(
+            document_texts, document_blocks(sources, [str(p) for p in src.paths]), model,
+            batch_size=CHUNK, gpu=backend.is_gpu, paths=src.paths, opts=src.opts,
+            run_dir=str(run.out), model_kwargs=model_kwargs):
+        vec = batch["vec"]
+        if rows is None:
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                             shape=(n, vec.shape[1]))
+        rows[batch["row"]] = vec
+        rungs.update(np.unique(batch["rung"]).tolist())
+        done += vec.shape[0]
+        bar.update(vec.shape[0])
+        fault_point("embed")
+    bar.close()
+    if done != n:
+        raise InputError(f"embed: {done} of {n} documents came back")
+    stats = {**stats, "model": str(cfg.model), "kind": str(cfg.kind), "n": n,
+             "workers": run.executor.workers,
+             "rung": ", ".join(sorted(rungs))}
+    if cfg.kind == "static":
+        stats["mean_removed"] = _center(rows)
+    return rows, stats
+
+
+def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    sources = inputs["tokenize"].corpus.sources
+    given = run.cfg.embed.precomputed or run.cfg.embed.vector_key
+    with atomic_path(run.out / "embeddings.npy") as tmp:
+        rows, stats = (_given if given else _encoded)(run, sources, tmp)
+        dim = int(rows.shape[1])
+        rows.flush()
+        del rows
+    seconds = time.perf_counter() - t0
+    return {**stats, "dim": dim, "seconds": seconds,
+            "docs_per_s": len(sources) / seconds if seconds > 0 else None}
+
+
+def _load(run: Run, inputs: Inputs) -> Embeddings:
+    host = np.load(run.out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    log.info("embed: %d x %d", *host.shape)
+    return Embeddings(host, run.backend.asarray(np.asarray(host)))
+
+
+def _rung(stats: dict[str, Any]) -> str | None:
+    return stats.get("rung") or ("given vectors" if "source" in stats else None)
+
+
+def embed_stage(kind: str) -> Stage:
+    """The embed stage for ``embed.kind``: a setting the chosen kind ignores is not part of
+    its key, so it cannot make a run recompute its embeddings."""
+    names = [f.name for f in fields(EmbedConfig)
+             if kind == "static" or f.name not in STATIC_ONLY]
+    return Stage("embed", _work, artifacts=lambda run: ["embeddings.npy"],
+                 reads=tuple(f"embed.{n}" for n in names), inputs=("tokenize",), load=_load,
+                 rung=_rung)

@@ -1,0 +1,72 @@
+"""The last step of a run: ``report.json``, ``report.md`` and the plots, from every stage's
+result and stats. Not a cached stage: it describes this run (what was reused, how long each
+stage took), so it is written every time, and removed up front so a failed run leaves none."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from datasculpt.metrics import compute_metrics, random_reference
+from datasculpt.report import plot, write_report
+from datasculpt.runner import Run, Runner
+from datasculpt.stages.pack import stage_name
+
+log = logging.getLogger("datasculpt")
+
+OUTPUTS = ("report.json", "report.md")
+
+
+def remove_report(run: Run) -> None:
+    for name in OUTPUTS:
+        (run.out / name).unlink(missing_ok=True)
+
+
+def report_run(run: Run, runner: Runner, methods: list[str]) -> dict[str, Any]:
+    """Metrics of every packing against the random reference, the stages, the config."""
+    cfg, res = run.cfg, runner.results
+    docs, clusters, judged = res["tokenize"], res.get("cluster"), res.get("judge")
+    emb = res["embed"].host if res.get("embed") is not None else None
+    main = methods[0]
+    packings = {m: res[stage_name(m, main)] for m in methods}
+    results = {}
+    for m, packing in packings.items():
+        results[m] = compute_metrics(packing, docs.doc_len, cfg.ctx_len, docs.eos, emb,
+                                     clusters, docs.labels)
+        log.info("pack=%s: %d sequences, fill %.4f, truncation %.4f", m,
+                 results[m]["n_sequences"], results[m]["fill_rate"],
+                 results[m]["truncation_rate"])
+    runner.log_times()
+    plots = (plot(run.out / "plots", packings, docs.doc_len, cfg.ctx_len, docs.eos, emb)
+             if cfg.report.plots else [])
+    reference = (random_reference(docs.units, cfg.ctx_len, cfg.seed, emb, clusters, docs.labels)
+                 if emb is not None or docs.labels is not None else None)
+    warnings = runner.warnings()
+    for warning in warnings:
+        log.warning("%s", warning)
+    metrics, sep = results[main], docs.sep
+    stages = dict(runner.stats)
+    stages["tokenize"] = {k: v for k, v in stages["tokenize"].items() if k != "read"}
+    read = runner.stats["tokenize"]["read"]
+    report = {
+        "run": {"method": main, "ctx_len": cfg.ctx_len, "seed": cfg.seed,
+                "backend": run.backend.name, "executor": run.executor.name,
+                "rungs": runner.rungs, "warnings": warnings, "append_eos": bool(docs.eos),
+                "separator_token": sep[1] if sep else None,
+                "label_key": run.source.opts.label_key, "input": run.source.spec,
+                "output_dir": str(run.out), "n_documents": metrics["n_documents"],
+                "total_tokens": metrics["total_tokens"],
+                "forced_cut_documents": metrics["forced_cut_documents"],
+                "n_units": len(docs.units)},
+        "input": read,
+        "metrics": metrics,
+        "methods": results,
+        "reference": reference,
+        "context_gain": judged,
+        "stages": stages,
+        "plots": plots,
+        "config": run.plain,
+    }
+    write_report(run.out, report)
+    log.info("wrote %s (%d sequences)", run.out / "sequences.jsonl", metrics["n_sequences"])
+    return report

@@ -1,0 +1,58 @@
+"""Stage 6, write: what users read. ``sequences.jsonl`` (one line per sequence of the run's
+method: its pieces, by document id) and the training shards under ``tokens/`` (the token
+ids of every sequence, separators placed, rows shuffled by the seed)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from typing import Any
+
+import numpy as np
+
+from datasculpt.errors import InputError
+from datasculpt.io.shards import SHARD_DIR, shard_files, write_shards
+from datasculpt.io.token_store import TokenStore
+from datasculpt.io.write import write_sequences
+from datasculpt.runner import Inputs, Run, Stage
+
+log = logging.getLogger("datasculpt")
+
+
+def _sequences(run: Run, inputs: Inputs) -> dict[str, Any]:
+    docs = inputs["tokenize"]
+    n = write_sequences(run.out / "sequences.jsonl", inputs["pack"], docs.corpus.docids,
+                        docs.doc_len, docs.eos, clusters=inputs.get("cluster"),
+                        progress=run.progress)
+    return {"sequences": n}
+
+
+def sequences_stage(with_clusters: bool) -> Stage:
+    """``sequences.jsonl``, with each sequence's cluster when the run clustered."""
+    return Stage("sequences", _sequences, artifacts=lambda run: ["sequences.jsonl"],
+                 reads=("append_eos",),
+                 inputs=("tokenize", "pack", *(("cluster",) if with_clusters else ())),
+                 final=True)
+
+
+def _shards(run: Run, inputs: Inputs) -> dict[str, Any]:
+    out, cfg, docs = run.out, run.cfg, inputs["tokenize"]
+    if not cfg.output.tokens:
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)  # never leave another config's
+        return {"written": False}
+    store = TokenStore(out)
+    if not np.array_equal(store.doc_len, docs.doc_len):  # a store from another tokenizer
+        raise InputError(f"the token store in {out} does not match documents.parquet; "
+                         "rerun with overwrite=true")
+    stats = write_shards(out, inputs["pack"], store, docs.corpus.docids, docs.eos,
+                         docs.sep[0] if docs.sep else None, shuffle=bool(cfg.output.shuffle),
+                         seed=cfg.seed, shard_tokens=int(cfg.output.shard_tokens),
+                         text_tokenizer=docs.tokenizer if cfg.output.text else None,
+                         progress=run.progress, executor=run.executor)
+    log.info("shards: %d rows in %d files under %s, %.0f tokens/s", stats["rows"],
+             stats["shards"], out / SHARD_DIR, stats["tokens_per_s"] or 0)
+    return stats
+
+
+SHARDS = Stage("shards", _shards, artifacts=lambda run: shard_files(run.out),
+               reads=("output", "append_eos", "seed"), inputs=("tokenize", "pack"), final=True)

@@ -1,0 +1,53 @@
+"""pack.datasculpt: the method's entry point, which picks the strategy (``window``, the
+default, or the paper's ``unit``), checks its config and runs the kernel where the embeddings
+live (NumPy, or CuPy on a GPU). The kernels themselves: test_window.py and test_unit.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_same_packing
+
+from datasculpt.config import PackConfig
+from datasculpt.executors import LocalExecutor
+from datasculpt.pack.datasculpt import pack_datasculpt
+from datasculpt.tokenize import make_units
+
+LOCAL = LocalExecutor()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy", ["window", "unit"])
+def test_packing_kernel_on_cupy_gives_the_numpy_packing(strategy: str) -> None:
+    # Integer embeddings keep every Gram entry exact on both devices, so the two runs must
+    # agree unit for unit (with real embeddings, GPU rounding may flip near-ties).
+    import cupy
+
+    rng = np.random.default_rng(11)
+    doc_len = np.clip(np.rint(rng.lognormal(np.log(300), 1.0, 3000)), 1, 3 * 2048)
+    units = make_units(doc_len.astype(np.int64), 2048, 1)
+    emb = rng.integers(-2, 3, (3000, 16)).astype(np.float32)
+    clusters = rng.integers(0, 6, 3000)
+    cfg = PackConfig(method="datasculpt", strategy=strategy, max_group=64,
+                     remainder_group=256)
+    cpu, _ = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
+    dev, _ = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg, executor=LOCAL)
+    assert_same_packing(cpu, dev)
+
+
+def test_config_is_validated():
+    units = make_units(np.array([5, 6]), 16, 1)
+    emb = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match="strategy"):
+        pack_datasculpt(units, emb, np.zeros(2), 16,
+                        PackConfig(method="datasculpt", strategy="nope"))
+
+
+def test_the_window_strategy_needs_an_executor() -> None:
+    units = make_units(np.array([5, 6]), 16, 1)
+    emb = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match="executor"):
+        pack_datasculpt(units, emb, np.zeros(2), 16, PackConfig(method="datasculpt"))
+    packing, _ = pack_datasculpt(units, emb, np.zeros(2), 16,
+                                 PackConfig(method="datasculpt", strategy="unit"))
+    assert packing.n_sequences == 1

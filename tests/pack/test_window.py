@@ -1,0 +1,221 @@
+"""Tests of the window-centric DataSculpt strategy (``pack.window`` and its greedy,
+``pack.window_greedy``; the default strategy).
+
+Two independent readers keep it honest: ``window_reference`` is the greedy written as a plain
+loop over one group (one window at a time, one unit at a time), against which the batched
+kernel (many groups side by side in padded blocks) must agree exactly; ``check_packing``
+(tests/helpers.py) recomputes the token accounting from the output alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from helpers import (
+    assert_same_packing,
+    check_packing,
+    packing_corpus,
+    small_packing_input,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from datasculpt.config import PackConfig
+from datasculpt.executors import LocalExecutor
+from datasculpt.metrics import compute_metrics
+from datasculpt.pack import window, window_greedy
+from datasculpt.pack.datasculpt import pack_datasculpt
+from datasculpt.tokenize import make_units
+
+LOCAL = LocalExecutor()
+
+
+def window_cfg(**kw) -> PackConfig:
+    return PackConfig(method="datasculpt", strategy="window", **kw)
+
+
+# ---------------------------------------------------------------- sequential reference
+
+
+def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
+                     fit_bias: float, diversity: float = 0.0) -> tuple[list[int], list[int]]:
+    """One group, straight from the definition: ``k`` windows one after the other, each
+    seeded with the longest unplaced unit (the first, units are sorted) and then taking the
+    fitting unit of highest ``cos + fit_bias * len / room`` (kept as ``unit . sum + fit_bias *
+    |sum| * len / room``, in float32 like the kernel), less ``diversity * |sum|`` times the
+    unit's highest dot product with a member, until none fits; ties to the lowest index.
+    Returns each unit's window (-1: not placed) and its position in the window."""
+    f32 = np.float32
+    n = lens.shape[0]
+    gram = (emb @ emb.T).astype(f32)  # integer embeddings: exact
+    win, order = [-1] * n, [-1] * n
+    for w in range(k):
+        free = [u for u in range(n) if win[u] < 0]
+        if not free:
+            break
+        s = free[0]
+        win[s], order[s] = w, 0
+        d = gram[s].copy()
+        near = gram[s].copy()
+        nrm2 = f32(gram[s, s])
+        room = f32(ctx_len - lens[s])
+        taken = 1
+        while True:
+            best, best_score = -1, -math.inf
+            coef = f32(fit_bias) * np.sqrt(nrm2) / max(room, f32(1.0))
+            coef_div = f32(diversity) * np.sqrt(nrm2)
+            for u in range(n):
+                if win[u] >= 0 or lens[u] > room:
+                    continue
+                score = f32(lens[u]) * coef + d[u] if fit_bias else d[u]
+                if diversity:
+                    score = f32(score - coef_div * near[u])
+                if score > best_score:
+                    best, best_score = u, score
+            if best < 0:
+                break
+            win[best], order[best] = w, taken
+            taken += 1
+            nrm2 = f32(nrm2 + (f32(2) * d[best] + gram[best, best]))
+            d = d + gram[best]
+            near = np.maximum(near, gram[best])
+            room = f32(room - lens[best])
+    return win, order
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), ctx_len=st.integers(8, 80),
+       fit_bias=st.sampled_from([0.0, 0.1, 0.5, 5.0]), n_groups=st.integers(1, 12),
+       diversity=st.sampled_from([0.0, 0.0, 0.3, 1.0]))
+def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_groups, diversity):
+    rng = np.random.default_rng(seed)
+    groups, lens_all, embs = [], [], []
+    for _ in range(n_groups):
+        n = int(rng.integers(1, 40))
+        # Many short units per window in some groups, a few long ones in others.
+        lens = np.sort(rng.integers(1, ctx_len // int(rng.integers(1, 9)) + 1, n))[::-1]
+        # Small integer vectors: every dot product is exact in float32, so the batched and
+        # the plain loop see the same scores bit for bit, ties included.
+        emb = rng.integers(-1, 2, (n, 4)).astype(np.float32)
+        groups.append(np.arange(n) + sum(g.shape[0] for g in groups))
+        lens_all.append(lens)
+        embs.append(emb)
+    lens = np.concatenate(lens_all).astype(np.int64)
+    rows = np.concatenate(embs)
+    members, g_first, g_count = window_greedy.groups(groups)
+    k_win = np.maximum(1, np.add.reduceat(lens[members], g_first) // ctx_len)
+    # dense: the GPU's sync-free window opening, run here through NumPy.
+    for dense in (False, True):
+        win, step = window_greedy.solve(np, rows, lens, members, g_first, g_count, k_win,
+                                        ctx_len, fit_bias, dense=dense, diversity=diversity)
+        for i, g in enumerate(groups):
+            ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
+                                                  fit_bias, diversity)
+            got = win[g_first[i] : g_first[i] + g_count[i]]
+            assert got.tolist() == ref_win, f"group {i}, dense={dense}"
+            # Placement order inside every window is the reference's.
+            s = step[g_first[i] : g_first[i] + g_count[i]]
+            for w in set(ref_win) - {-1}:
+                mine = np.flatnonzero(got == w)
+                assert mine[np.argsort(s[mine])].tolist() == sorted(
+                    mine.tolist(), key=lambda u: ref_order[u])
+
+
+def test_window_never_overflows_and_takes_the_most_similar_unit():
+    # One group, ctx 10: the seed (6 tokens) must take the unit most like it that fits.
+    lens = np.array([6, 4, 4, 3, 2])
+    emb = np.array([[1, 0], [0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    win, _ = window_reference(lens, emb, 1, 10, 0.0)
+    assert win == [0, -1, 0, -1, -1]  # 6 + 4 (the similar 4, not the first 4) = 10
+    members, g_first, g_count = window_greedy.groups([np.arange(5)])
+    got, _ = window_greedy.solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10, 0.0)
+    assert got.tolist() == win
+
+
+# ---------------------------------------------------------------- strategy invariants
+
+small = st.fixed_dictionaries({
+    "n_docs": st.integers(1, 60),
+    "ctx_len": st.integers(8, 64),
+    "n_clusters": st.integers(1, 5),
+    "dim": st.integers(2, 8),
+    "eos": st.integers(0, 1),
+    "seed": st.integers(0, 2**31 - 1),
+})
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=small, mode=st.sampled_from(["strict", "fill"]), max_group=st.sampled_from([2, 5, 128]),
+       remainder_group=st.sampled_from([2, 7, 1024]),
+       max_waste=st.sampled_from([0.0, 0.005, 1.0]))
+def test_every_token_once_and_no_overlong(p, mode, max_group, remainder_group, max_waste):
+    units, emb, clusters = small_packing_input(p)
+    cfg = window_cfg(mode=mode, max_group=max_group, remainder_group=remainder_group,
+                     max_waste=max_waste)
+    packing, stats = pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg, executor=LOCAL)
+    mine = check_packing(packing, units, p["ctx_len"], emb)
+    assert stats["sequences"] == mine["n_sequences"]
+    m = compute_metrics(packing, units.doc_len, p["ctx_len"], units.eos, emb)
+    assert m["lost_tokens"] == m["duplicated_tokens"] == m["overlong_sequences"] == 0
+    if mode == "strict":  # never a split unit: the placed pieces are exactly the units
+        placed = sorted(zip(packing.doc.tolist(), packing.start.tolist(),
+                            packing.end.tolist(), strict=True))
+        assert placed == sorted(zip(units.doc.tolist(), units.start.tolist(),
+                                    units.end.tolist(), strict=True))
+    assert_same_packing(packing, pack_datasculpt(units, emb, clusters, p["ctx_len"], cfg,
+                                         executor=LOCAL)[0])
+
+
+def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
+    # Many batches and remainder runs: the thread pool is used, and must change nothing.
+    doc_len, emb, labels = packing_corpus(4000, 1024, 40, 16, seed=7, median=150)
+    units = make_units(doc_len, 1024, 1)
+    cfg = window_cfg(max_group=16, remainder_group=32, task_units=300)
+    outs = []
+    for n in (1, 3):
+        monkeypatch.setattr(window, "_workers", lambda xp, n=n: n)
+        outs.append(pack_datasculpt(units, emb, labels, 1024, cfg, executor=LOCAL)[0])
+    assert_same_packing(*outs)
+
+
+def test_large_clusters_are_split_and_still_packed_well():
+    # 3 clusters of ~1,300 units: every cluster is split (max_group 64) and packed in parts.
+    ctx_len = 4096
+    doc_len, emb, labels = packing_corpus(4000, ctx_len, 3, 32, seed=2, median=300)
+    units = make_units(doc_len, ctx_len, 1)
+    packing, stats = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(max_group=64),
+                                     executor=LOCAL)
+    assert stats["groups"] > 3 * (4000 // 64) // 2
+    mine = check_packing(packing, units, ctx_len, emb)
+    assert mine["truncation_rate"] == 0.0
+    assert mine["n_sequences"] <= 1.01 * math.ceil(units.length.sum() / ctx_len)
+    m = compute_metrics(packing, doc_len, ctx_len, 1, emb, labels, labels)
+    assert m["label_purity_multi"] >= 0.98
+
+
+def test_window_beats_unit_on_relevance_and_purity_on_a_topic_corpus():
+    # 24 topics, 12 planted clusters of two topics each: the cluster labels are coarser than
+    # the topics, so which units share a window inside a cluster decides the purity.
+    rng = np.random.default_rng(5)
+    n, dim, ctx_len = 6000, 32, 4096
+    topic = rng.integers(0, 24, n)
+    centres = rng.standard_normal((24, dim))
+    emb = centres[topic] * 0.5 + rng.standard_normal((n, dim)) / np.sqrt(dim)
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    doc_len = np.clip(np.rint(rng.lognormal(np.log(400), 1.0, n)), 16, 3 * ctx_len)
+    doc_len = doc_len.astype(np.int64)
+    clusters = topic // 2
+    units = make_units(doc_len, ctx_len, 1)
+    got = {}
+    for strategy in ("window", "unit"):
+        cfg = PackConfig(method="datasculpt", strategy=strategy)
+        packing, _ = pack_datasculpt(units, emb, clusters, ctx_len, cfg, executor=LOCAL)
+        got[strategy] = compute_metrics(packing, doc_len, ctx_len, 1, emb, clusters, topic)
+    w, u = got["window"], got["unit"]
+    assert w["lost_tokens"] == w["duplicated_tokens"] == w["overlong_sequences"] == 0
+    assert w["truncation_rate"] == 0.0 and w["seq_ratio"] <= 1.01
+    assert w["relevance"] > u["relevance"] + 0.02
+    assert w["label_purity_multi"] > u["label_purity_multi"]
+
+
