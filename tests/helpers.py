@@ -166,6 +166,21 @@ def length_corpora() -> Any:
                      st.integers(8, 2048), st.integers(0, 1))
 
 
+def small_packing_params(max_docs: int) -> Any:
+    """A hypothesis strategy: the parameters ``small_packing_input`` builds a corpus from
+    (up to ``max_docs`` documents, windows of 8 to 64 tokens, 1 to 5 clusters)."""
+    from hypothesis import strategies as st
+
+    return st.fixed_dictionaries({
+        "n_docs": st.integers(1, max_docs),
+        "ctx_len": st.integers(8, 64),
+        "n_clusters": st.integers(1, 5),
+        "dim": st.integers(2, 8),
+        "eos": st.integers(0, 1),
+        "seed": st.integers(0, 2**31 - 1),
+    })
+
+
 def packing_corpus(n_docs: int, ctx_len: int, n_clusters: int, dim: int, seed: int,
                    median: float = 600.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-normal lengths (heavy tail, clipped to 4 windows), planted-topic unit embeddings;

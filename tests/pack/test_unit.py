@@ -19,6 +19,7 @@ from helpers import (
     check_packing,
     packing_corpus,
     small_packing_input,
+    small_packing_params,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -125,14 +126,7 @@ def sequential_reference(
 
 # ---------------------------------------------------------------- properties
 
-small_corpora = st.fixed_dictionaries({
-    "n_docs": st.integers(1, 40),
-    "ctx_len": st.integers(8, 64),
-    "n_clusters": st.integers(1, 5),
-    "dim": st.integers(2, 8),
-    "eos": st.integers(0, 1),
-    "seed": st.integers(0, 2**31 - 1),
-})
+small_corpora = small_packing_params(40)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

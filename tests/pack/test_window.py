@@ -17,6 +17,7 @@ from helpers import (
     check_packing,
     packing_corpus,
     small_packing_input,
+    small_packing_params,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -135,14 +136,7 @@ def test_window_never_overflows_and_takes_the_most_similar_unit():
 
 # ---------------------------------------------------------------- strategy invariants
 
-small = st.fixed_dictionaries({
-    "n_docs": st.integers(1, 60),
-    "ctx_len": st.integers(8, 64),
-    "n_clusters": st.integers(1, 5),
-    "dim": st.integers(2, 8),
-    "eos": st.integers(0, 1),
-    "seed": st.integers(0, 2**31 - 1),
-})
+small = small_packing_params(60)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
