@@ -56,8 +56,7 @@ class Stage:
 
     ``work(run, inputs)`` writes the artifacts (atomically) and returns stats;
     ``load(run, inputs)`` reads the result back from them, so a fresh and a resumed run
-    continue from the same bytes. ``keep=False`` marks a stage that describes this run
-    (the report) and so runs every time; ``final`` marks artifacts users read, which are
+    continue from the same bytes. ``final`` marks artifacts users read, which are
     removed up front when they are not this config's (a failed run never leaves another
     run's result looking like its own)."""
 
@@ -69,7 +68,6 @@ class Stage:
     load: Callable[[Run, Inputs], Any] | None = None
     extra: Callable[[Run], Any] | None = None
     rung: Callable[[dict[str, Any]], str | None] | None = None
-    keep: bool = True
     final: bool = False
 
 
@@ -117,7 +115,7 @@ class Runner:
         """Run (or reuse) one planned stage and return its loaded result."""
         digest = self.digests[stage.name]
         inputs = {n: self.results[n] for n in stage.inputs}
-        if stage.keep and self.manifest.reusable(stage.name, digest):
+        if self.manifest.reusable(stage.name, digest):
             stats = {**self.manifest.stats(stage.name), "reused": True}
         else:
             log.info("stage %s: start", stage.name)
