@@ -109,6 +109,11 @@ class PackConfig:
     # Units per task: consecutive clusters are packed in batches of about this many units,
     # each one gather of their embeddings (192 MiB at D = 384) and one executor task.
     task_units: int = 131072
+    # window strategy: bytes one padded block of the greedy may hold. null: on the CPU the
+    # host's blocks (groups of similar size, bounded); on a GPU 40% of its free memory, so
+    # one block holds every group of a pass and the pass takes a few hundred steps. Setting
+    # it on the CPU runs the GPU's shape through NumPy (same windows).
+    block_bytes: int | None = None
     # unit strategy
     # weighted: w_rel*sim + w_fit*fit (fit = 1 - gap left / ctx_len) | paper: sim x remaining
     # capacity. weighted is the default: on the embedded sample it packs within 2% of the
@@ -227,6 +232,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.pack.batch_size >= 1, f"pack.batch_size must be >= 1, got {cfg.pack.batch_size}")
     _check(cfg.pack.max_group >= 2, f"pack.max_group must be >= 2, got {cfg.pack.max_group}")
     _check(cfg.pack.task_units >= 1, f"pack.task_units must be >= 1, got {cfg.pack.task_units}")
+    _check(cfg.pack.block_bytes is None or cfg.pack.block_bytes >= 1,
+           f"pack.block_bytes must be null or >= 1, got {cfg.pack.block_bytes}")
     _check(cfg.pack.remainder_group >= 2,
            f"pack.remainder_group must be >= 2, got {cfg.pack.remainder_group}")
     _check(0.0 <= cfg.pack.max_waste <= 1.0,

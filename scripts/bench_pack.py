@@ -137,6 +137,11 @@ def main() -> None:
     ap.add_argument("--save", default=None,
                     help="write the packing (seq, doc, start, end rows) to this .npy, to compare "
                          "the GPU and CPU runs")
+    ap.add_argument("--block-bytes", type=int, default=None,
+                    help="pack.block_bytes: run the GPU's block shape (here through NumPy)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="documents of an untimed pack first (compiles the GPU's kernels); "
+                         "default 20000 on the GPU, 0 on the CPU")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -152,11 +157,20 @@ def main() -> None:
 
     x = emb
     if args.backend == "gpu":
-        import cupy  # noqa: F401 - also used for the subsample below
+        import cupy
 
         x = cupy.asarray(emb)
     cfg = PackConfig(method="datasculpt", strategy=args.strategy, score=args.score,
-                     mode=args.mode, batch_size=args.batch_size)
+                     mode=args.mode, batch_size=args.batch_size, block_bytes=args.block_bytes)
+    warmup = args.warmup if args.warmup is not None else (20_000 if args.backend == "gpu" else 0)
+    if warmup:  # CuPy compiles each kernel on first use: not what a pack costs
+        t = time.perf_counter()
+        w_len, w_emb, w_lab = synthetic_corpus(warmup, args.ctx_len, args.clusters, args.dim,
+                                               args.seed + 1)
+        w_x = cupy.asarray(w_emb) if args.backend == "gpu" else w_emb
+        pack_datasculpt(make_units(w_len, args.ctx_len, eos=1), w_x, w_lab, args.ctx_len, cfg,
+                        seed=args.seed, executor=LocalExecutor())
+        print(f"warm-up: {warmup:,} docs packed untimed in {time.perf_counter() - t:.2f}s")
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
@@ -171,6 +185,9 @@ def main() -> None:
     print(f"pack: {seconds:.2f}s, {docs_per_s:,.0f} docs/s (kernel {stats['kernel_seconds']:.2f}s, "
           f"{shape}, {stats['windows_opened']:,} windows, "
           f"{stats['remainder_units']:,} units left to the best-fit pass)")
+    if args.strategy == "window":
+        print(f"steps: {stats['greedy_steps']} greedy steps in {stats['greedy_blocks']} blocks "
+              f"(block_bytes={args.block_bytes or 'default'})")
     print(f"memory: ru_maxrss peak {rss_after / 2**20:.2f} GiB for the whole process "
           f"(+{(rss_after - rss_before) / 2**20:.2f} GiB during pack; input embeddings "
           f"{emb.nbytes / 2**30:.2f} GiB)")

@@ -78,6 +78,8 @@ class Assignment:
     rounds: int = 0  # conflict rounds of the unit strategy's batched kernel
     groups: int | None = None  # groups the window strategy packed (clusters or their parts)
     dissolved_windows: int = 0  # windows the strategy emptied again before handing over
+    greedy_blocks: int = 0  # padded blocks the window greedy ran (window strategy)
+    greedy_steps: int = 0  # its steps over all blocks: on a GPU, each costs its launches
 
     @property
     def n_windows(self) -> int:

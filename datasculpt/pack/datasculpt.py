@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.backend import to_numpy, xp_of
+from datasculpt.blas import one_blas_thread
 from datasculpt.executors import Executor
 from datasculpt.pack.assignment import Assignment, sort_units
 from datasculpt.pack.finish import finish
@@ -63,6 +64,14 @@ def pack_datasculpt(
         raise ValueError("a unit is longer than ctx_len; cut long documents before packing")
 
     su = sort_units(units, clusters)
+    with one_blas_thread():  # the kernels' choices must not depend on the cores (blas.py)
+        return _pack(units, su, xp, emb, ctx_len, cfg, strategy, mode, batch_size, executor,
+                     t0)
+
+
+def _pack(units: Units, su: Any, xp: Any, emb: Any, ctx_len: int, cfg: Any, strategy: str,
+          mode: str, batch_size: int, executor: Executor | None,
+          t0: float) -> tuple[Packing, dict[str, Any]]:
     assignment: Assignment
     if strategy == "unit":
         from datasculpt.pack.unit import assign_units
@@ -96,6 +105,8 @@ def pack_datasculpt(
         "mode": mode,
         "dissolved_windows": done.dissolved_windows + assignment.dissolved_windows,
         "groups": assignment.groups,
+        "greedy_blocks": assignment.greedy_blocks,
+        "greedy_steps": assignment.greedy_steps,
         "fill_cuts": done.fill_cuts,
         "kernel_seconds": t_kernel,
         "seconds": seconds,

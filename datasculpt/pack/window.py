@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.backend import to_numpy, xp_of
+from datasculpt.blas import one_blas_thread
 from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.faults import fault_point
@@ -55,6 +56,9 @@ _KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is sp
 _REM_RUN = 16  # remainder chunks per task
 _REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
 _SPLIT_FILL = 0.8  # a part's window below this fill goes back to its cluster's pool
+# Share of the free device memory one padded block of the greedy may take on a GPU (the
+# run's gathered embeddings take about as much again at most).
+_DEVICE_SHARE = 0.4
 
 
 class WindowSums:
@@ -82,7 +86,7 @@ class WindowSums:
         return row
 
 
-def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
+def _split(x: np.ndarray, max_group: int) -> list[np.ndarray]:
     """Row indices of parts of at most ``max_group`` rows of one cluster (rows longest first).
 
     Spherical k-means with ``ceil(n / (3/4 max_group))`` centroids, trained on an evenly
@@ -91,12 +95,15 @@ def _split(xp: Any, x: Any, max_group: int) -> list[np.ndarray]:
     ``max_group`` is cut round-robin (row ``i`` to piece ``i mod pieces``), which keeps long
     and short units in every piece so each can fill its windows. Every part keeps the rows'
     order (longest first).
+
+    It runs on the host whatever the backend: a split cut differently on the GPU (its float
+    sums round otherwise) would change the groups and so the whole packing of the cluster.
     """
     n = x.shape[0]
     k = -(-n // max(1, (3 * max_group) // 4))
     m = min(n, _KMEANS_SAMPLE * k)
-    sample = x[xp.asarray((np.arange(m) * n) // m)]
-    cent = sample[xp.asarray((np.arange(k) * m) // k)]
+    sample = x[(np.arange(m) * n) // m]
+    cent = sample[(np.arange(k) * m) // k]
     # One product over all rows (block=None), as the split has always been computed.
     cent = spherical_lloyd(sample, cent, _KMEANS_ITERS, block=None)
     lab = to_numpy(nearest(x, cent, block=None))
@@ -159,103 +166,178 @@ class _Batch:
     dissolved: int  # windows it dissolved
 
 
-def _pack_batch(
-    xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, first: np.ndarray,
-    count: np.ndarray, ctx_len: int, cfg: Any,
-) -> _Batch:
-    """Phases 1-4 for consecutive clusters (sorted positions ``first[0] ..``): per unit of the
-    batch its window (batch-local id, -1: unplaced) and step, and each cluster's embedding
-    sum (for the remainder's path)."""
+@dataclass
+class _Run:
+    """Consecutive batches packed in one task: each batch's result, and the greedy's blocks
+    and steps for all of them (their groups share the blocks)."""
+
+    batches: list[_Batch]
+    blocks: int
+    steps: int
+
+
+@dataclass
+class _BatchState:
+    """One batch's bookkeeping between the levels (positions relative to the run's start)."""
+
+    loc: np.ndarray  # first position of each cluster
+    count: np.ndarray  # units of each cluster
+    split: np.ndarray  # bool per cluster: split into parts
+    lo: int  # the batch's first position
+    hi: int  # one past its last
+    n_win: int = 0
+    n_steps: int = 0
+    groups: int = 0
+    dissolved: int = 0
+
+
+def _level_parts(st: _BatchState, win: np.ndarray, max_group: int) -> list[np.ndarray]:
+    """Level 2: what the parts of each split cluster left, pooled per cluster, cut into
+    pieces of at most ``max_group`` (round-robin: long and short units in every piece)."""
+    parts = []
+    for i in np.flatnonzero(st.split).tolist():
+        left = np.flatnonzero(win[st.loc[i] : st.loc[i] + st.count[i]] < 0) + st.loc[i]
+        pieces = -(-left.shape[0] // max_group)
+        parts.extend(left[j::pieces] for j in range(pieces))
+    return parts
+
+
+def _pack_run(
+    xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, firsts: list[np.ndarray],
+    counts: list[np.ndarray], ctx_len: int, cfg: Any, budget: int | None,
+) -> _Run:
+    """Phases 1-4 for consecutive batches of clusters (sorted positions from
+    ``firsts[0][0]``). Each batch keeps its own numbering, its own dissolving and its own
+    waste budget, exactly as when packed alone; only the greedy runs over the groups of all
+    of them at once (on a GPU, one pass of a few hundred steps instead of one per batch)."""
     max_group, fit_bias = int(cfg.max_group), float(cfg.fit_bias)
-    lo = int(first[0])
-    hi = int(first[-1] + count[-1])
-    rows = emb[xp.asarray(s_doc[lo:hi])]  # the batch's embeddings, in sorted order
+    lo = int(firsts[0][0])
+    hi = int(firsts[-1][-1] + counts[-1][-1])
+    rows = emb[xp.asarray(s_doc[lo:hi])]  # the run's embeddings, in sorted order
     lens = s_len[lo:hi]
-    loc = first - lo
-    parts, owner = [], []
-    for i, (f, n) in enumerate(zip(loc.tolist(), count.tolist(), strict=True)):
-        mine = np.arange(f, f + n)
-        got = [mine] if n <= max_group else [mine[p] for p in _split(xp, rows[f : f + n],
-                                                                     max_group)]
-        parts.extend(got)
-        owner.extend([i] * len(got))
     win = np.full(hi - lo, -1, dtype=np.int64)
     step = np.full(hi - lo, -1, dtype=np.int64)
-    n_win, n_steps, n_dissolved = 0, 0, 0
-    split = np.bincount(np.asarray(owner, dtype=np.int64), minlength=count.shape[0]) > 1
+    states, level_parts, owners = [], [], []
+    for first, count in zip(firsts, counts, strict=True):
+        loc = first - lo
+        parts, owner = [], []
+        for i, (f, n) in enumerate(zip(loc.tolist(), count.tolist(), strict=True)):
+            mine = np.arange(f, f + n)
+            got = [mine] if n <= max_group else [
+                mine[p] for p in _split(to_numpy(rows[f : f + n]), max_group)]
+            parts.extend(got)
+            owner.extend([i] * len(got))
+        split = np.bincount(np.asarray(owner, dtype=np.int64), minlength=count.shape[0]) > 1
+        states.append(_BatchState(loc=loc, count=count, split=split, lo=int(loc[0]),
+                                  hi=int(loc[-1] + count[-1]), groups=len(owner)))
+        level_parts.append(parts)
+        owners.append(np.asarray(owner, dtype=np.int64))
+    n_blocks = n_steps = 0
     for level in (1, 2):
-        if level == 2:  # what the parts of a split cluster left, pooled per cluster
-            parts = []
-            for i in np.flatnonzero(split).tolist():
-                left = np.flatnonzero(win[loc[i] : loc[i] + count[i]] < 0) + loc[i]
-                pieces = -(-left.shape[0] // max_group)
-                parts.extend(left[j::pieces] for j in range(pieces))
-        members, g_first, g_count = groups(parts)
-        if not members.size:
+        if level == 2:
+            level_parts = [_level_parts(st, win, max_group) for st in states]
+        # Every batch's groups that get a window, then one greedy over all of them.
+        jobs = []
+        for parts in level_parts:
+            members, g_first, _ = groups(parts)
+            if not members.size:
+                jobs.append(None)
+                continue
+            k_win = np.add.reduceat(lens[members], g_first) // ctx_len
+            if level == 1:
+                k_win = np.maximum(1, k_win)
+            keep = k_win > 0
+            jobs.append((groups([p for p, k in zip(parts, keep, strict=True) if k]),
+                         k_win[keep], keep))
+        live = [j for j in jobs if j is not None and j[0][0].size]
+        if not live:
             continue
-        tokens = np.add.reduceat(lens[members], g_first)
-        k_win = tokens // ctx_len
-        if level == 1:
-            k_win = np.maximum(1, k_win)
-        keep = k_win > 0
-        members, g_first, g_count = groups([p for p, k in zip(parts, keep, strict=True) if k])
-        k_win = k_win[keep]
-        if not members.size:
-            continue
-        w_local, s_local = solve(xp, rows, lens, members, g_first, g_count, k_win, ctx_len,
-                                  fit_bias, diversity=float(cfg.diversity))
-        base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
-        w_new = np.where(w_local >= 0, w_local + base, -1)
-        if level == 1:  # a part that could not fill a window leaves it to its cluster's pool
-            in_split = np.repeat(split[np.asarray(owner)[keep]], k_win)
-            n_dissolved += _dissolve(w_new, members, lens, int(k_win.sum()),
-                                     _SPLIT_FILL * ctx_len, in_split)
-        placed = w_new >= 0
-        win[members[placed]] = n_win + w_new[placed]
-        step[members[placed]] = n_steps + s_local[placed]
-        n_win += int(k_win.sum())
-        n_steps += int(s_local.max()) + 1
-    n_dissolved += _trim_waste(win, step, lens, n_win, ctx_len, float(cfg.max_waste))
-    cl_sums = np.stack([to_numpy(rows[f : f + n].sum(axis=0)).astype(np.float64)
-                        for f, n in zip(loc.tolist(), count.tolist(), strict=True)])
-    return _Batch(win=win, step=step, n_win=n_win, n_steps=n_steps, cl_sums=cl_sums,
-                  groups=len(owner), dissolved=n_dissolved)
+        members = np.concatenate([j[0][0] for j in live])
+        g_count = np.concatenate([j[0][2] for j in live])
+        k_all = np.concatenate([j[1] for j in live])
+        g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
+        solved = solve(xp, rows, lens, members, g_first, g_count, k_all, ctx_len, fit_bias,
+                       diversity=float(cfg.diversity), budget=budget)
+        n_blocks += solved.blocks
+        n_steps += solved.steps
+        at = 0
+        for st, job, owner in zip(states, jobs, owners, strict=True):
+            if job is None or not job[0][0].size:
+                continue
+            (b_members, _, b_count), k_win, keep = job
+            sl = slice(at, at + b_members.shape[0])
+            at += b_members.shape[0]
+            w_local, s_local = solved.win[sl], solved.step[sl]
+            base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), b_count)
+            w_new = np.where(w_local >= 0, w_local + base, -1)
+            if level == 1:  # a part that could not fill a window leaves it to its pool
+                in_split = np.repeat(st.split[owner[keep]], k_win)
+                st.dissolved += _dissolve(w_new, b_members, lens, int(k_win.sum()),
+                                          _SPLIT_FILL * ctx_len, in_split)
+            placed = w_new >= 0
+            win[b_members[placed]] = st.n_win + w_new[placed]
+            step[b_members[placed]] = st.n_steps + s_local[placed]
+            st.n_win += int(k_win.sum())
+            st.n_steps += int(s_local.max()) + 1
+    out = []
+    for st in states:
+        b_win, b_step = win[st.lo : st.hi].copy(), step[st.lo : st.hi].copy()
+        st.dissolved += _trim_waste(b_win, b_step, lens[st.lo : st.hi], st.n_win, ctx_len,
+                                    float(cfg.max_waste))
+        sums = xp.stack([rows[f : f + n].sum(axis=0)
+                         for f, n in zip(st.loc.tolist(), st.count.tolist(), strict=True)])
+        out.append(_Batch(win=b_win, step=b_step, n_win=st.n_win, n_steps=st.n_steps,
+                          cl_sums=to_numpy(sums).astype(np.float64), groups=st.groups,
+                          dissolved=st.dissolved))
+    return _Run(batches=out, blocks=n_blocks, steps=n_steps)
 
 
-def _pack_batch_task(batch: np.ndarray, *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
-                     cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int,
-                     cfg: Any) -> _Batch:
-    """One batch of consecutive clusters (an executor task)."""
+def _pack_run_task(run: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
+                   cl_first: np.ndarray, cl_count: np.ndarray, ctx_len: int, cfg: Any,
+                   budget: int | None) -> _Run:
+    """One run of batches of consecutive clusters (an executor task)."""
     fault_point("pack_task")
     emb = on_task_device(emb)
-    return _pack_batch(xp_of(emb), emb, s_doc, s_len, cl_first[batch], cl_count[batch], ctx_len,
-                       cfg)
+    with one_blas_thread():  # also in a Ray worker's process (blas.py)
+        return _pack_run(xp_of(emb), emb, s_doc, s_len, [cl_first[b] for b in run],
+                         [cl_count[b] for b in run], ctx_len, cfg, budget)
 
 
 def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
-                  ctx_len: int, fit_bias: float, diversity: float = 0.0
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                  ctx_len: int, fit_bias: float, diversity: float = 0.0,
+                  budget: int | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     """One run of remainder chunks (an executor task): the chunks' units, their windows
-    (numbered from 0 over the run) and steps, and the run's window count."""
+    (numbered from 0 over the run) and steps, the run's window count, and the greedy's blocks
+    and steps."""
     emb = on_task_device(emb)
     xp = xp_of(emb)
+    with one_blas_thread():
+        return _solve_part(xp, emb, part, s_doc, s_len, ctx_len, fit_bias, diversity, budget)
+
+
+def _solve_part(xp: Any, emb: Any, part: list[np.ndarray], s_doc: np.ndarray,
+                s_len: np.ndarray, ctx_len: int, fit_bias: float, diversity: float,
+                budget: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     members, g_first, g_count = groups(part)
     k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
     rows = emb[xp.asarray(s_doc[members])]
-    w_local, s_local = solve(xp, rows, s_len[members], np.arange(members.shape[0]),
-                             g_first, g_count, k_win, ctx_len, fit_bias, diversity=diversity)
+    solved = solve(xp, rows, s_len[members], np.arange(members.shape[0]), g_first, g_count,
+                   k_win, ctx_len, fit_bias, diversity=diversity, budget=budget)
     base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
-    return members, np.where(w_local >= 0, base + w_local, -1), s_local, int(k_win.sum())
+    return (members, np.where(solved.win >= 0, base + solved.win, -1), solved.step,
+            int(k_win.sum()), solved.blocks, solved.steps)
 
 
 def _remainder_pass(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
     unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
-    fit_bias: float, executor: Executor, diversity: float = 0.0,
-) -> int:
+    fit_bias: float, executor: Executor, diversity: float = 0.0, budget: int | None = None,
+) -> tuple[int, int, int]:
     """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
     consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
-    Writes ``unit_win``/``unit_rank`` in place; returns the new window count."""
+    Writes ``unit_win``/``unit_rank`` in place; returns the new window count and the greedy's
+    blocks and steps."""
     n_chunks = -(-rem.shape[0] // size) if rem.size else 0
     # Chunks of equal size (not rem_group and a stub): the stub would pack badly.
     bounds = (np.arange(n_chunks + 1) * rem.shape[0]) // max(n_chunks, 1)
@@ -263,25 +345,63 @@ def _remainder_pass(
     chunks = [rem[a:b][np.argsort(-s_len[rem[a:b]], kind="stable")]
               for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     chunks = [c for c in chunks if int(s_len[c].sum()) >= ctx_len]
-    # Chunks are independent: they go to the workers in runs of a fixed number of chunks,
-    # whatever the number of workers, because the padded blocks (and so the rounding of the
-    # Gram matrices) must not depend on the machine; the runs' windows keep chunk order.
-    runs = [chunks[i : i + _REM_RUN] for i in range(0, len(chunks), _REM_RUN)]
+    # Chunks are independent: on the host they go to the workers in runs of a fixed number
+    # of chunks, whatever the number of workers, because the padded blocks (and so the
+    # rounding of the Gram matrices) must not depend on the machine; with a block budget
+    # (a GPU) all of them in one run. The runs' windows keep chunk order.
+    per = _REM_RUN if budget is None else max(1, len(chunks))
+    runs = [chunks[i : i + per] for i in range(0, len(chunks), per)]
     solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
                           emb=emb, s_doc=s_doc, s_len=s_len, ctx_len=ctx_len,
-                          fit_bias=fit_bias, diversity=diversity)
-    for members, w_run, s_local, n_run in solved:
+                          fit_bias=fit_bias, diversity=diversity, budget=budget)
+    n_blocks = n_steps = 0
+    for members, w_run, s_local, n_run, blk, stp in solved:
         placed = w_run >= 0
         unit_win[members[placed]] = n_win + w_run[placed]
         unit_rank[members[placed]] = rank + s_local[placed]
         n_win += n_run
-    return n_win
+        n_blocks += blk
+        n_steps += stp
+    return n_win, n_blocks, n_steps
 
 
 def _workers(xp: Any) -> int:
     """Threads for independent batches in one process: the host's cores (at most 4: the
     batches share its memory bandwidth); one on the GPU, where a batch already fills it."""
     return host_threads() if xp is np else 1
+
+
+def _block_budget(xp: Any, cfg: Any) -> int | None:
+    """Bytes for one padded block of the greedy: ``pack.block_bytes`` when set; on a GPU
+    ``_DEVICE_SHARE`` of its free memory (the CuPy pool's cached blocks count as free); None
+    on the host, which keeps its size classes (``window_greedy.blocks``)."""
+    if getattr(cfg, "block_bytes", None):
+        return int(cfg.block_bytes)
+    if xp is np:
+        return None
+    free, _ = xp.cuda.runtime.memGetInfo()
+    return int(_DEVICE_SHARE * (free + xp.get_default_memory_pool().free_bytes()))
+
+
+def _runs(batches: list[np.ndarray], count: np.ndarray, budget: int | None,
+          dim: int) -> list[list[np.ndarray]]:
+    """Batches grouped into tasks: one each on the host (they run on threads, or on Ray);
+    with a block budget as many consecutive batches as their gathered embeddings fit in it,
+    so one greedy covers them all (on a GPU a step costs its launches, not its size)."""
+    if budget is None:
+        return [[b] for b in batches]
+    cap = max(1, budget // (4 * max(dim, 1)))
+    out: list[list[np.ndarray]] = []
+    n = 0
+    for b in batches:
+        units = int(count[b].sum())
+        if out and n + units <= cap:
+            out[-1].append(b)
+            n += units
+        else:
+            out.append([b])
+            n = units
+    return out
 
 
 def _batches(count: np.ndarray, batch_units: int) -> list[np.ndarray]:
@@ -330,15 +450,20 @@ def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
     n_units, dim = len(su), int(emb.shape[1])
     k_cl = su.n_clusters
     batches = _batches(cl_count, int(cfg.task_units)) if n_units else []
+    budget = _block_budget(xp, cfg)
+    runs = _runs(batches, cl_count, budget, dim)
 
-    results = executor.map(_pack_batch_task, batches, threads=_workers(xp), gpu=xp is not np,
+    results = executor.map(_pack_run_task, runs, threads=_workers(xp), gpu=xp is not np,
                            emb=emb, s_doc=s_doc, s_len=s_len, cl_first=cl_first,
-                           cl_count=cl_count, ctx_len=ctx_len, cfg=cfg)
+                           cl_count=cl_count, ctx_len=ctx_len, cfg=cfg, budget=budget)
     unit_win = np.full(n_units, -1, dtype=np.int64)
     unit_rank = np.full(n_units, -1, dtype=np.int64)
     cl_sums = np.zeros((k_cl, dim), dtype=np.float64)
     n_win, rank = 0, 0
-    for b, r in zip(batches, results, strict=True):
+    done = [r for run in results for r in run.batches]
+    n_blocks = sum(run.blocks for run in results)
+    n_steps = sum(run.steps for run in results)
+    for b, r in zip(batches, done, strict=True):
         lo = int(cl_first[b[0]])
         sl = slice(lo, lo + r.win.shape[0])
         placed = r.win >= 0
@@ -359,9 +484,11 @@ def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
     sizes = [rem_group] if rem.shape[0] <= _REM_TIER * rem_group else [int(cfg.max_group),
                                                                          rem_group]
     for size in sizes:
-        n_win = _remainder_pass(xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win,
-                                   rank, ctx_len, float(cfg.fit_bias), executor,
-                                   float(cfg.diversity))
+        n_win, blk, stp = _remainder_pass(
+            xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win, rank, ctx_len,
+            float(cfg.fit_bias), executor, float(cfg.diversity), budget)
+        n_blocks += blk
+        n_steps += stp
         rem = rem[unit_win[rem] < 0]  # still in path order
     placed = unit_win >= 0
     tokens = np.bincount(unit_win[placed], weights=s_len[placed], minlength=n_win)
@@ -370,5 +497,5 @@ def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
     return Assignment(
         unit_win=unit_win, unit_rank=unit_rank, remainder=np.flatnonzero(unit_win < 0),
         cap=cap, sums=WindowSums(emb, s_doc, unit_win, n_win), used=tokens > 0,
-        groups=sum(r.groups for r in results),
-        dissolved_windows=sum(r.dissolved for r in results))
+        groups=sum(r.groups for r in done), dissolved_windows=sum(r.dissolved for r in done),
+        greedy_blocks=n_blocks, greedy_steps=n_steps)

@@ -20,7 +20,7 @@ nothing is quadratic in N.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,15 +53,16 @@ def greedy_block(
     to a unit already in the window (maximal marginal relevance): among units equally close
     to the window, the one that repeats none of its members.
 
-    ``dense`` (the default on a GPU) opens windows with masked writes over every group instead
-    of gathering the groups that open one: more arithmetic, but a step then never waits for
-    the device (a boolean mask or an ``any()`` is a device->host sync on CuPy). Both give the
-    same bits.
+    ``dense`` (the default on a GPU, ``_dense_steps``) opens windows with masked writes over
+    every group instead of gathering the groups that open one: more arithmetic, but a step
+    then never waits for the device (a boolean mask or an ``any()`` is a device->host sync on
+    CuPy) and launches fewer kernels. Both give the same windows, in the same order.
     """
     c, n = lens.shape
     f32 = xp.float32
     inf = f32(np.inf)
     gram = xp.matmul(e, e.transpose(0, 2, 1))
+    del e
     col = xp.arange(n)
     n_real_x, k_win_x = xp.asarray(n_real), xp.asarray(k_win)
     # A unit's length while it is unplaced, +inf once placed (or padding): one comparison
@@ -84,6 +85,10 @@ def greedy_block(
     active = np.searchsorted(-horizon, -np.arange(n_steps), side="left")  # horizon > t
     if dense is None:
         dense = xp is not np
+    if dense:
+        _dense_steps(xp, gram, lens, avail_len, d, nrm2, room, opened, left, win, step, score,
+                     scratch, near, k_win_x, active, ctx_len, fit_bias, diversity)
+        return win, step
     any_start = True
     for t in range(n_steps):
         a = int(active[t])
@@ -92,14 +97,9 @@ def greedy_block(
         # Open a window where none is open, one is still due and a unit is left: its seed is
         # the longest unplaced unit (the first available one: units are sorted by length).
         # Only a window that closed in the last step can make way for one.
-        # ``go`` marks the rows of ``sr`` that open one: all of them on the host (the rows
-        # were picked by a mask), the ``start`` mask itself when every row is written (dense).
         start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
-        if dense:
-            sr, go = rows, start
-        else:
-            sr = xp.flatnonzero(start) if any_start else rows[:0]
-            go = xp.ones(sr.shape[0], dtype=bool)
+        sr = xp.flatnonzero(start) if any_start else rows[:0]
+        go = xp.ones(sr.shape[0], dtype=bool)
         if sr.shape[0]:
             seed = xp.argmax(av[sr] < inf, axis=1)
             dd[sr] = xp.where(go[:, None], gg[sr, seed], dd[sr])
@@ -144,41 +144,128 @@ def greedy_block(
         step[rows, j] = xp.where(ok, t, step[rows, j])
         av[rows, j] = xp.where(ok, inf, av[rows, j])
         left[:a] -= ok
-        if not dense:
-            any_start = not bool(ok.all())
+        any_start = not bool(ok.all())
     return win, step
 
 
-def blocks(sizes: np.ndarray, max_units: int = _BLOCK_UNITS,
-            max_gram: int = _BLOCK_GRAM) -> list[np.ndarray]:
-    """Groups (indices into ``sizes``) in blocks of similar size within the memory bounds.
+def _dense_steps(
+    xp: Any, gram: Any, lens: Any, avail_len: Any, d: Any, nrm2: Any, room: Any, opened: Any,
+    left: Any, win: Any, step: Any, score: Any, scratch: Any, near: Any | None, k_win_x: Any,
+    active: np.ndarray, ctx_len: int, fit_bias: float, diversity: float,
+) -> None:
+    """The greedy's steps with masked writes only (the GPU's loop): no device->host sync and
+    about 50 kernel launches a step, where gathering the rows that open a window took ~80.
 
-    Size classes 25% wide keep padding below a fifth of a block; inside a class the groups
-    are taken largest first.
+    A row whose window is closed and has one due takes its seed in a step of its own: its
+    score is ``-column`` over the units still available (the first, longest, wins), and the
+    same update as any placement starts the sums from zero. Every sum sees the operands of
+    the host loop in the same order (``0 + x`` is ``x``), so both give the same windows and
+    the same order inside them; only the step numbers differ.
     """
-    out = []
-    cls = np.ceil(np.log(np.maximum(sizes, 1)) / np.log(1.25)).astype(np.int64)
-    for k in np.unique(cls).tolist():
-        members = np.flatnonzero(cls == k)
-        members = members[np.argsort(-sizes[members], kind="stable")]
-        n_pad = int(sizes[members].max())
-        per = max(1, min(max_units // max(n_pad, 1), max_gram // max(n_pad * n_pad, 1)))
-        out.extend(members[i : i + per] for i in range(0, members.shape[0], per))
+    f32 = xp.float32
+    inf = f32(np.inf)
+    c, n = lens.shape
+    rows_all = xp.arange(c)
+    neg_col = -xp.arange(n, dtype=f32)
+    zero = f32(0.0)
+    for t in range(active.shape[0]):
+        a = int(active[t])
+        rows = rows_all[:a]
+        av, dd, gg, ln, rm = avail_len[:a], d[:a], gram[:a], lens[:a], room[:a]
+        start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
+        sc, gap = score[:a], scratch[:a]
+        if fit_bias:
+            coef = f32(fit_bias) * xp.sqrt(nrm2[:a]) / xp.maximum(rm, f32(1.0))
+            xp.multiply(ln, coef[:, None], out=sc)
+            sc += dd
+        else:
+            sc[...] = dd
+        if near is not None:
+            sc -= (f32(diversity) * xp.sqrt(nrm2[:a]))[:, None] * near[:a]
+        xp.subtract(rm[:, None], av, out=gap)
+        xp.minimum(gap, 0, out=gap)
+        gap *= f32(_UNFIT)
+        sc += gap
+        # A row that opens a window: the first unit still available is its seed.
+        sc = xp.where(start[:, None], xp.where(av < inf, neg_col, -inf), sc)
+        j = xp.argmax(sc, axis=1)
+        ok = sc[rows, j] > f32(-_UNFIT / 2)
+        d_j = xp.where(start, zero, dd[rows, j])
+        nrm2[:a] = xp.where(start, zero, nrm2[:a]) + (2 * d_j + gg[rows, j, j])
+        xp.add(xp.where(start[:, None], zero, dd), gg[rows, j], out=dd)
+        if near is not None:
+            xp.maximum(xp.where(start[:, None], -inf, near[:a]), gg[rows, j], out=near[:a])
+        rm[...] = xp.where(ok, xp.where(start, f32(ctx_len), rm) - ln[rows, j], f32(-1))
+        opened[:a] += start & ok
+        win[rows, j] = xp.where(ok, opened[:a] - 1, win[rows, j])
+        step[rows, j] = xp.where(ok, t, step[rows, j])
+        av[rows, j] = xp.where(ok, inf, av[rows, j])
+        left[:a] -= ok
+
+
+def blocks(sizes: np.ndarray, budget: int | None = None, dim: int = 0,
+           max_units: int = _BLOCK_UNITS, max_gram: int = _BLOCK_GRAM) -> list[np.ndarray]:
+    """Groups (indices into ``sizes``) in padded blocks.
+
+    On the host (``budget`` None) blocks hold groups of similar size within fixed memory
+    bounds: size classes 25% wide keep padding below a fifth of a block, and inside a class
+    the groups are taken largest first. A block's step costs the host ``O(C n)`` whatever its
+    shape, so small blocks lose little there.
+
+    On a GPU a step costs its kernel launches whatever its size, so the fewest blocks win:
+    groups largest first, each block as many as ``budget`` bytes hold padded to its largest
+    (``block_bytes``). With tens of GB free every group of a pass shares one block and the
+    pass takes as many steps as its longest group plus its windows.
+    """
+    if budget is None:
+        out = []
+        cls = np.ceil(np.log(np.maximum(sizes, 1)) / np.log(1.25)).astype(np.int64)
+        for k in np.unique(cls).tolist():
+            members = np.flatnonzero(cls == k)
+            members = members[np.argsort(-sizes[members], kind="stable")]
+            n_pad = int(sizes[members].max())
+            per = max(1, min(max_units // max(n_pad, 1), max_gram // max(n_pad * n_pad, 1)))
+            out.extend(members[i : i + per] for i in range(0, members.shape[0], per))
+        return out
+    order = np.argsort(-sizes, kind="stable")
+    out, i = [], 0
+    while i < order.shape[0]:
+        per = max(1, budget // block_bytes(int(sizes[order[i]]), dim))
+        out.append(order[i : i + per])
+        i += per
     return out
+
+
+def block_bytes(n_pad: int, dim: int) -> int:
+    """Device bytes one group padded to ``n_pad`` units holds while its block is packed: its
+    Gram matrix, its embeddings (until the Gram product is done) and the step arrays."""
+    return n_pad * (4 * n_pad + 4 * dim + 64)
+
+
+class Solved(NamedTuple):
+    """Aligned with the groups' ``members``: each unit's window inside its group (-1: not
+    placed) and the step that placed it (increasing within a window); and what it took."""
+
+    win: np.ndarray
+    step: np.ndarray
+    blocks: int
+    steps: int
 
 
 def solve(
     xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
     g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
-    dense: bool | None = None, diversity: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    dense: bool | None = None, diversity: float = 0.0, budget: int | None = None,
+) -> Solved:
     """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
     of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
-    windows. Returns, aligned with ``members``, each unit's window inside its group (-1: not
-    placed) and the step that placed it (increasing within a window)."""
+    windows; ``budget`` shapes the blocks (``blocks``). Groups do not interact, so the
+    windows do not depend on the blocks (exactly, where the Gram entries are exact)."""
     win_out = np.full(members.shape[0], -1, dtype=np.int64)
     step_out = np.full(members.shape[0], -1, dtype=np.int64)
-    for blk in blocks(g_count):
+    shaped = blocks(g_count, budget, int(rows.shape[1]))
+    n_steps = 0
+    for blk in shaped:
         horizon = g_count[blk] + k_win[blk]
         blk = blk[np.argsort(-horizon, kind="stable")]
         n_real, kb = g_count[blk], k_win[blk]
@@ -187,13 +274,15 @@ def solve(
         real = col[None, :] < n_real[:, None]
         idx = g_first[blk][:, None] + np.minimum(col[None, :], n_real[:, None] - 1)
         # Padding rows repeat the group's last unit: never available, never placed.
-        e = rows[xp.asarray(members[idx])]
         ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
-        win, step = greedy_block(xp, e, ln, n_real, kb, ctx_len, fit_bias, dense, diversity)
+        # The block's embeddings are passed, not kept: freed once its Gram matrices exist.
+        win, step = greedy_block(xp, rows[xp.asarray(members[idx])], ln, n_real, kb, ctx_len,
+                                 fit_bias, dense, diversity)
         win, step = to_numpy(win), to_numpy(step)
         win_out[idx[real]] = win[real]
         step_out[idx[real]] = step[real]
-    return win_out, step_out
+        n_steps += int(horizon.max())
+    return Solved(win_out, step_out, len(shaped), n_steps)
 
 
 def groups(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

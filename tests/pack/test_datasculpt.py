@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_same_packing
+from helpers import assert_same_packing, packing_corpus
 
 from datasculpt.config import PackConfig
 from datasculpt.executors import LocalExecutor
@@ -51,3 +51,19 @@ def test_the_window_strategy_needs_an_executor() -> None:
     packing, _ = pack_datasculpt(units, emb, np.zeros(2), 16,
                                  PackConfig(method="datasculpt", strategy="unit"))
     assert packing.n_sequences == 1
+
+
+def test_the_packing_does_not_depend_on_the_blas_thread_count() -> None:
+    # 8 clusters of ~2,500 units: the window strategy splits each by a k-means whose products
+    # OpenBLAS rounds differently on two threads; before the kernels held one BLAS thread,
+    # this corpus packed differently on one and on two (datasculpt/blas.py).
+    from threadpoolctl import threadpool_limits
+
+    doc_len, emb, labels = packing_corpus(20000, 4096, 8, 384, 0)
+    units = make_units(doc_len, 4096, eos=1)
+    out = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            out.append(pack_datasculpt(units, emb, labels, 4096, PackConfig(),
+                                       executor=LOCAL)[0])
+    assert_same_packing(*out)

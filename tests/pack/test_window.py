@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from helpers import (
     assert_same_packing,
     check_packing,
@@ -106,15 +107,20 @@ def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_grou
     rows = np.concatenate(embs)
     members, g_first, g_count = window_greedy.groups(groups)
     k_win = np.maximum(1, np.add.reduceat(lens[members], g_first) // ctx_len)
-    # dense: the GPU's sync-free window opening, run here through NumPy.
-    for dense in (False, True):
-        win, step = window_greedy.solve(np, rows, lens, members, g_first, g_count, k_win,
-                                        ctx_len, fit_bias, dense=dense, diversity=diversity)
+    # dense: the GPU's sync-free steps, run here through NumPy; budget: the GPU's blocks (all
+    # groups in one, or a few groups per block), the host's size classes when None.
+    few = 3 * window_greedy.block_bytes(40, 4)
+    for dense, budget in ((False, None), (True, None), (True, 1 << 40), (False, few)):
+        win, step, n_blocks, _ = window_greedy.solve(
+            np, rows, lens, members, g_first, g_count, k_win, ctx_len, fit_bias, dense=dense,
+            diversity=diversity, budget=budget)
+        if budget == 1 << 40:
+            assert n_blocks == 1
         for i, g in enumerate(groups):
             ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
                                                   fit_bias, diversity)
             got = win[g_first[i] : g_first[i] + g_count[i]]
-            assert got.tolist() == ref_win, f"group {i}, dense={dense}"
+            assert got.tolist() == ref_win, f"group {i}, dense={dense}, budget={budget}"
             # Placement order inside every window is the reference's.
             s = step[g_first[i] : g_first[i] + g_count[i]]
             for w in set(ref_win) - {-1}:
@@ -130,7 +136,8 @@ def test_window_never_overflows_and_takes_the_most_similar_unit():
     win, _ = window_reference(lens, emb, 1, 10, 0.0)
     assert win == [0, -1, 0, -1, -1]  # 6 + 4 (the similar 4, not the first 4) = 10
     members, g_first, g_count = window_greedy.groups([np.arange(5)])
-    got, _ = window_greedy.solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10, 0.0)
+    got = window_greedy.solve(np, emb, lens, members, g_first, g_count, np.array([1]), 10,
+                              0.0).win
     assert got.tolist() == win
 
 
@@ -171,6 +178,28 @@ def test_output_does_not_depend_on_the_number_of_threads(monkeypatch):
         monkeypatch.setattr(window, "_workers", lambda xp, n=n: n)
         outs.append(pack_datasculpt(units, emb, labels, 1024, cfg, executor=LOCAL)[0])
     assert_same_packing(*outs)
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 40, 200_000])
+def test_the_gpu_block_shape_gives_the_host_packing_in_fewer_steps(block_bytes):
+    # pack.block_bytes runs the GPU's shape through NumPy: many batches in one run and every
+    # group of a pass in one block (1 << 40), or a few groups per block (200 kB). Integer
+    # embeddings keep every Gram entry exact whatever the padding, so the windows must be
+    # the host's unit for unit; a GPU step costs its launches, so the steps must drop.
+    rng = np.random.default_rng(3)
+    doc_len = np.clip(np.rint(rng.lognormal(np.log(200), 1.2, 6000)), 1, 3 * 1024)
+    units = make_units(doc_len.astype(np.int64), 1024, 1)
+    emb = rng.integers(-2, 3, (6000, 16)).astype(np.float32)
+    clusters = rng.integers(0, 30, 6000)
+    cfg = dict(max_group=32, remainder_group=128, task_units=600)
+    host, h = pack_datasculpt(units, emb, clusters, 1024, window_cfg(**cfg), executor=LOCAL)
+    gpu, g = pack_datasculpt(units, emb, clusters, 1024,
+                             window_cfg(**cfg, block_bytes=block_bytes), executor=LOCAL)
+    assert_same_packing(host, gpu)
+    assert g["greedy_blocks"] < h["greedy_blocks"] and g["greedy_steps"] < h["greedy_steps"]
+    if block_bytes == 1 << 40:  # two levels and two remainder passes, one block each
+        assert g["greedy_blocks"] <= 4
+    check_packing(gpu, units, 1024, emb)
 
 
 def test_large_clusters_are_split_and_still_packed_well():
