@@ -30,9 +30,12 @@ def test_packing_kernel_on_cupy_gives_the_numpy_packing(strategy: str) -> None:
     clusters = rng.integers(0, 6, 3000)
     cfg = PackConfig(method="datasculpt", strategy=strategy, max_group=64,
                      remainder_group=256)
-    cpu, _ = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
-    dev, _ = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg, executor=LOCAL)
+    cpu, c = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
+    dev, g = pack_datasculpt(units, cupy.asarray(emb), clusters, 2048, cfg, executor=LOCAL)
     assert_same_packing(cpu, dev)
+    if strategy == "window":  # the GPU's blocks from its free memory: fewer, larger
+        assert g["greedy_blocks"] < c["greedy_blocks"]
+        assert g["greedy_steps"] < c["greedy_steps"]
 
 
 def test_config_is_validated():
