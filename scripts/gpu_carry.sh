@@ -46,15 +46,19 @@ rm -rf .whl .model
 mkdir -p .whl
 plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
       --platform manylinux2014_x86_64)
-# Binary wheels for the device's Python 3.12 (zstandard has compiled code). model2vec needs
-# joblib besides what the image has (numpy, tokenizers, safetensors, tqdm, jinja2,
-# huggingface-hub come with torch and transformers); the check below fails if a wheel needs
-# anything else.
+# Binary wheels for the device's Python 3.12 (zstandard and hypothesis have compiled code).
+# model2vec needs joblib besides what the image has (numpy, tokenizers, safetensors, tqdm,
+# jinja2, huggingface-hub come with torch and transformers). pytest and hypothesis (the tests
+# import it at collection) are not said to be on the image: carried with their requirements,
+# ~3 MB, rather than lose the GPU tests to a missing test runner. The check below fails if a
+# wheel needs anything else.
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${plat[@]}" -d .whl \
     "hydra-core>=1.3,<1.4" "omegaconf>=2.2,<2.4" "array-api-compat>=1.6" "zstandard>=0.22" \
     "hydra-submitit-launcher>=1.2" "submitit>=1.3" "cloudpickle>=2" \
-    "model2vec>=0.10" "joblib>=1.3"
+    "model2vec>=0.10" "joblib>=1.3" \
+    "pytest>=8" "pluggy>=1.5" "iniconfig>=2" "pygments>=2.15" \
+    "hypothesis>=6.100" "sortedcontainers>=2.1"
 # antlr4-python3-runtime 4.9.x (omegaconf's parser) is published as an sdist only: build it.
 "$PY" -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==4.9.3"
 
@@ -65,6 +69,17 @@ import sys
 import zipfile
 from email.parser import Parser
 from pathlib import Path
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+
+# The device: CPython 3.12 on x86-64 Linux; no extras asked for.
+DEVICE = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
+          "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+          "implementation_name": "cpython", "platform_python_implementation": "CPython",
+          "extra": ""}
 
 def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -80,13 +95,12 @@ for w in wheels:
     with zipfile.ZipFile(w) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         msg = Parser().parsestr(z.read(meta).decode())
-    for req in msg.get_all("Requires-Dist") or []:
-        name, _, marker = req.partition(";")
-        if "extra" in marker or "python_version < " in marker or "python_version ==" in marker:
+    for line in msg.get_all("Requires-Dist") or []:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate(DEVICE):
             continue
-        dep = norm(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0])
-        if dep not in carried and dep not in ON_IMAGE:
-            missing.append(f"{w.name} needs {req.strip()}")
+        if norm(req.name) not in carried and norm(req.name) not in ON_IMAGE:
+            missing.append(f"{w.name} needs {line.strip()}")
 if missing:
     sys.exit("gpu_carry: neither carried nor on the image:\n  " + "\n  ".join(missing))
 PY
