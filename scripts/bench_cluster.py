@@ -1,10 +1,14 @@
 """Cluster-stage timings on synthetic normalised vectors with planted clusters.
 
     python scripts/bench_cluster.py --sizes 200000 1000000 [--dim 384] [--backend cpu|gpu]
+        [--warmup 20000]
 
 Each document gets a lognormal token count (mean ~1000) and ctx_len 16384, so automatic k
 applies. Prints seconds for k-means and every ISODATA round, iterations, final k and the
-token-weighted purity of the found clusters against the planted ones.
+token-weighted purity of the found clusters against the planted ones, and per size a line
+``cluster_seconds: <s> n=<N> backend=<name>`` that scripts/gpu_check.sh reads. ``--warmup``
+clusters a small input first, untimed: on a GPU the first call compiles CuPy's kernels and
+starts cuBLAS, which would otherwise be charged to the first size.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +57,13 @@ def main() -> None:
     ap.add_argument("--ctx-len", type=int, default=16384)
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="documents clustered once, untimed, before the sizes (0: none)")
     args = ap.parse_args()
     backend = resolve_backend(args.backend)
     print(f"machine: {platform.node()}, cores {os.cpu_count()}, backend {backend.name}")
+    if args.warmup:
+        _warm_up(args, backend)
     for n in args.sizes:
         n_planted = max(2, int(math.sqrt(n) / 2))
         t0 = time.perf_counter()
@@ -82,8 +91,22 @@ def main() -> None:
         print(f"  rounds: {rounds}")
         print(f"  final k={st['k']}, max cluster tokens {max(st['tokens'])}, "
               f"purity vs planted {purity(res.labels, truth, n_tokens.astype(float)):.4f}")
+        print(f"cluster_seconds: {total:.3f} n={n} backend={backend.name}")
         sys.stdout.flush()
         del x, xs, res
+
+
+def _warm_up(args: argparse.Namespace, backend: Any) -> None:
+    """One untimed call at --warmup documents, with the seed of the timed ones: the same code
+    paths (k-means rung, ISODATA rounds) get their first-call costs paid here."""
+    n = args.warmup
+    x, _ = planted(n, args.dim, max(2, int(math.sqrt(n) / 2)), args.seed)
+    n_tokens = np.clip(np.random.default_rng(args.seed + 1).lognormal(6.5, 0.8, n), 16,
+                       60_000).astype(np.int64)
+    t0 = time.perf_counter()
+    cluster(backend.asarray(x), n_tokens, args.ctx_len, ClusterConfig(), backend, args.seed,
+            LocalExecutor())
+    print(f"warm-up: N={n} in {time.perf_counter() - t0:.1f}s (untimed)")
 
 
 if __name__ == "__main__":
