@@ -41,7 +41,7 @@ from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
-from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
+from datasculpt.vectors import ROW_BLOCK, l2_normalize, nearest, spherical_lloyd
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,39 @@ class ClusterResult:
 
 
 def _segment_sum(x: Any, labels: Any, k: int) -> Any:
-    """Row sums of ``x`` per label, ``k x D`` float32."""
+    """Row sums of the unit rows ``x`` per label, ``k x D`` float32.
+
+    The host adds each label's rows in document order (``scatter_add``), so a sum has the same
+    bits whichever thread or executor computes it. A GPU's float atomics land in no fixed
+    order, so there the rows are added in fixed point (``_fixed_point_sum``), which no order
+    changes. The two differ in the last bits, as the host and GPU products do anyway.
+    """
+    if is_gpu_array(x):
+        return _fixed_point_sum(x, labels, k)
     xp = xp_of(x)
     out = xp.zeros((k, x.shape[1]), dtype=xp.float32)
     scatter_add(out, labels, x.astype(xp.float32, copy=False))
     return out
+
+
+def _fixed_point_sum(x: Any, labels: Any, k: int, block: int = ROW_BLOCK) -> Any:
+    """Per-label sums of rows whose entries lie in ``[-1, 1]``, the same bits in any order.
+
+    Each entry is rounded to a multiple of ``2**-s`` and the multiples are added as int64,
+    which is exact and so order-free: GPU atomics give the same sums on every run. Each sum is
+    then rounded to float32 once. ``s`` is the finest scale at which ``n`` entries cannot
+    overflow (``n * 2 * 2**s <= 2**62``): 42 for a block of 2**18 rows, where every entry of
+    magnitude ``2**-19`` or more is kept exactly. Rows are converted ``block`` at a time, so
+    the int64 copy stays ``block x D``.
+    """
+    xp = xp_of(x)
+    n = int(x.shape[0])
+    scale = 2.0 ** (61 - max(n, 1).bit_length())
+    acc = xp.zeros((k, x.shape[1]), dtype=xp.int64)
+    for a in range(0, n, block):
+        q = xp.rint(x[a:a + block].astype(xp.float32, copy=False) * xp.float32(scale))
+        scatter_add(acc, labels[a:a + block], q.astype(xp.int64))
+    return (acc.astype(xp.float64) / scale).astype(xp.float32)
 
 
 def _rowdot(x: Any, c: Any, lab: Any) -> Any:
@@ -314,10 +342,14 @@ def _block_task(bounds: tuple[int, int], *, x: Any, w: Any, labels: Any, k: int,
 
 class _Passes:
     """The passes over every document of a round, as executor tasks over fixed blocks of
-    ``task_docs`` rows whose results are added in block order: the partition fixes the
-    rounding, so every executor and thread count gives the same bits. The rows and their
-    token counts reach the tasks once per run (``executor.share``); only the labels and the
-    k x D centroids travel per pass."""
+    ``task_docs`` rows whose results are added in block order. The partition fixes the
+    rounding, so every executor and thread count gives the same bits: on the host, where a
+    block adds its rows in document order, and on a GPU, where it adds them in fixed point
+    (``_segment_sum``) and its products are cuBLAS's (reproducible on one GPU model and
+    library version). Token masses are integers, exact in float64 in any order. The host and
+    the GPU do not give each other's bits (docs/DESIGN.md, "What differs between the CPU and
+    the GPU"). The rows and their token counts reach the tasks once per run
+    (``executor.share``); only the labels and the k x D centroids travel per pass."""
 
     def __init__(self, x: Any, w: Any, backend: Backend, executor: Executor,
                  task_docs: int) -> None:

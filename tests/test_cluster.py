@@ -220,6 +220,33 @@ def test_round_passes_in_blocks_reduce_to_one_pass() -> None:
     np.testing.assert_array_equal(cand.labels, lab)
 
 
+def test_fixed_point_sums_have_the_same_bits_in_any_order() -> None:
+    # What the GPU's atomics need (run here on NumPy): the same rows in another order, and in
+    # other blocks, give the same fixed-point sums; float32 sums of these rows do not.
+    rng = np.random.default_rng(3)
+    x, _ = planted(5, 400, noise=0.5, seed=3)
+    lab = rng.integers(0, 5, x.shape[0])
+    perm = rng.permutation(x.shape[0])
+    fixed = cluster_mod._fixed_point_sum(x, lab, 5)
+    assert fixed.dtype == np.float32 and fixed.shape == (5, 32)
+    np.testing.assert_array_equal(
+        cluster_mod._fixed_point_sum(x[perm], lab[perm], 5, block=37), fixed)
+    floats = cluster_mod._segment_sum(x, lab, 5)
+    assert not np.array_equal(cluster_mod._segment_sum(x[perm], lab[perm], 5), floats)
+    # within one float32 spacing of the exact sum (one rounding at the end)
+    exact = np.zeros((5, 32))
+    np.add.at(exact, lab, x.astype(np.float64))
+    assert (np.abs(fixed - exact) <= np.spacing(np.abs(exact).astype(np.float32))).all()
+    # entries at the bound of the scale (every row +-1 on one axis) do not overflow
+    n = 2**12 - 1
+    edge = np.zeros((n, 2), np.float32)
+    edge[:, 0] = np.where(np.arange(n) % 3 == 0, -1.0, 1.0)
+    assert cluster_mod._fixed_point_sum(edge, np.zeros(n, np.int64), 1).tolist() == [
+        [float(edge[:, 0].sum()), 0.0]]
+    ones = np.ones((n, 1), np.float32)
+    assert cluster_mod._fixed_point_sum(ones, np.zeros(n, np.int64), 1).tolist() == [[n]]
+
+
 def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     x, _ = planted(8, 60, noise=0.25, seed=11)
     tokens = np.random.default_rng(2).integers(10, 600, x.shape[0])
