@@ -41,13 +41,18 @@ from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
-from datasculpt.vectors import ROW_BLOCK, l2_normalize, nearest, spherical_lloyd
+from datasculpt.vectors import (
+    ROW_BLOCK,
+    l2_normalize,
+    nearest,
+    spherical_lloyd,
+    spherical_lloyd_until_stable,
+)
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16  # rows per row-dot block: bounds the gathered centroids to chunk x D
 _SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
-_SPHERICAL_POLISH = 5  # spherical iterations after cuML's Euclidean k-means
 
 
 @dataclass
@@ -184,13 +189,28 @@ def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: 
     return km.centroids
 
 
-def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int) -> Any:
+def _spherical_polish(train: Any, cent: Any, max_iter: int) -> tuple[Any, dict[str, Any]]:
+    """Spherical Lloyd iterations from ``cent`` until the training sample's labels stop
+    changing (a spherical k-means fixed point), at most ``max_iter``; the stats say which,
+    and running out of iterations is a warning, since the centroids are then no fixed point."""
+    cent, iters, converged = spherical_lloyd_until_stable(train, cent, max_iter)
+    if not converged:
+        log.warning("kmeans: the spherical polish of cuML's centroids still moved labels after "
+                    "%d iterations (cluster.kmeans_iter); its centroids are not a fixed point",
+                    iters)
+    return cent, {"kmeans_polish_iterations": iters, "kmeans_polish_converged": converged}
+
+
+def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int
+                 ) -> tuple[Any, dict[str, Any]]:
     """cuML k-means (k-means|| seeding, Euclidean Lloyd) on the same seeded sample as the
-    other rungs, then ``_SPHERICAL_POLISH`` spherical iterations from its centroids.
+    other rungs, then a spherical polish from its centroids (``_spherical_polish``, at most
+    ``niter`` iterations); returns the centroids and the polish's stats.
 
     cuML has no spherical k-means: on unit vectors its Euclidean assignment favours centroids
     of small norm (tight clusters), so its partition is not the one the FAISS and torch rungs
-    converge to. The polish makes the result a spherical k-means fixed point like theirs.
+    converge to. The polish runs until the labels stop changing, so the result is a spherical
+    k-means fixed point, unless the stats and a warning say that the iterations ran out.
     """
     import torch
     from cuml.cluster import KMeans
@@ -199,7 +219,7 @@ def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int) -> Any:
     km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
     km.fit(train)  # cuML takes the torch CUDA tensor through __cuda_array_interface__
     cent = l2_normalize(torch.from_dlpack(km.cluster_centers_).to(train.dtype))
-    return spherical_lloyd(train, cent, _SPHERICAL_POLISH)
+    return _spherical_polish(train, cent, niter)
 
 
 def kmeans(
@@ -213,8 +233,8 @@ def kmeans(
     step taken (and logged) when the rung above is not installed or fails to import;
     ``rung`` names one rung and makes its absence an error.
     """
-    cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
-                                       rung)
+    cent, labels, impl, _ = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
+                                          rung)
     return cent, nearest(x, cent) if labels is None else labels, impl
 
 
@@ -247,36 +267,40 @@ def _rung_unavailable(name: str, exc: BaseException, forced: bool) -> None:
 def _train_kmeans(
     x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int,
     rung: str = "auto",
-) -> tuple[Any, Any, str]:
-    """``kmeans`` without the final assignment: ``(centroids, labels or None, impl)``; labels
-    come only with the trivial ``k = 1`` and ``k = N``. ``rung`` forces one rung."""
+) -> tuple[Any, Any, str, dict[str, Any]]:
+    """``kmeans`` without the final assignment: ``(centroids, labels or None, impl, stats)``;
+    labels come only with the trivial ``k = 1`` and ``k = N``, stats only from a rung that
+    has some (cuML's polish). ``rung`` forces one rung."""
     xp = backend.xp
     n = int(x.shape[0])
     k = max(1, min(int(k), n))
     if k == 1 or k == n:
         cent = l2_normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
-        return cent, xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64), "trivial"
+        labels = xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64)
+        return cent, labels, "trivial", {}
     ladder = GPU_RUNGS if backend.is_gpu else CPU_RUNGS
     if rung != "auto" and rung not in ladder:
         raise ConfigError(f"cluster.kmeans={rung} is not a rung of the {backend.name} backend "
                           f"(choose auto, {', '.join(ladder)})")
-    train = {
+    train = {  # each: (centroids, the rung's stats)
         "cuml": lambda: _kmeans_cuml(x, k, niter, seed, max_points_per_centroid),
-        "faiss-gpu": lambda: _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid),
-        "faiss-cpu": lambda: _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid),
-        "torch": lambda: _kmeans_torch(x, k, niter, seed, backend.torch_device,
-                                       max_points_per_centroid),
+        "faiss-gpu": lambda: (
+            _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid), {}),
+        "faiss-cpu": lambda: (
+            _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid), {}),
+        "torch": lambda: (_kmeans_torch(x, k, niter, seed, backend.torch_device,
+                                        max_points_per_centroid), {}),
     }
-    cent, impl = None, ""
+    cent, impl, stats = None, "", {}
     for name in ladder if rung == "auto" else (rung,):
         try:
-            cent = train[name]()
+            cent, stats = train[name]()
         except (ImportError, _RungMissing) as exc:
             _rung_unavailable(name, exc, forced=rung != "auto")
             continue
         impl = f"torch-{backend.torch_device}" if name == "torch" else name
         break
-    return l2_normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
+    return l2_normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl, stats
 
 
 # --------------------------------------------------------------------------- ISODATA
@@ -514,8 +538,8 @@ def cluster(
     m = int(cfg.assign_candidates)
     max_points = int(cfg.max_points_per_centroid)
 
-    cent, labels, km_impl = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
-                                          max_points, str(cfg.kmeans))
+    cent, labels, km_impl, km_stats = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
+                                                    max_points, str(cfg.kmeans))
     t_kmeans = time.perf_counter() - t0
     passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
     st, _ = passes.state(int(cent.shape[0]), labels=labels,
@@ -558,7 +582,7 @@ def cluster(
     spread = to_numpy(st.spread)[order]
     stats = {
         "k": st.k, "k_initial": k0, "iterations": len(rounds), "final_shift": shift,
-        "converged": converged, "kmeans": km_impl, "xp": xp.__name__,
+        "converged": converged, "kmeans": km_impl, **km_stats, "xp": xp.__name__,
         "kmeans_seconds": t_kmeans,
         "isodata_seconds": time.perf_counter() - t0 - t_kmeans,
         "seconds": time.perf_counter() - t0, "rounds": rounds,

@@ -348,14 +348,27 @@ def test_spherical_polish_turns_euclidean_centroids_into_a_spherical_fixed_point
     km.train(x)
     t = torch.from_numpy(x)
     cent = torch.nn.functional.normalize(torch.from_numpy(km.centroids), dim=1)
-    polished = spherical_lloyd(t, cent, 5)
+    polished, stats = cluster_mod._spherical_polish(t, cent, 25)
+    assert stats["kmeans_polish_converged"] and 1 <= stats["kmeans_polish_iterations"] < 25
     lab = torch.argmax(t @ polished.T, dim=1)
     again = spherical_lloyd(t, polished, 1)
-    assert torch.equal(torch.argmax(t @ again.T, dim=1), lab)  # a fixed point
+    assert torch.equal(again, polished)  # a fixed point: one more iteration moves nothing
+    assert torch.equal(polished, spherical_lloyd(t, cent, stats["kmeans_polish_iterations"]))
     assert torch.allclose(polished.norm(dim=1), torch.ones(6))
     _, ref, _ = kmeans(x, 6, 20, 0, CPU)  # the faiss spherical rung
     for labels in (lab.numpy(), ref):  # both: the planted partition, up to numbering
         assert np.unique(np.stack([labels, truth]), axis=1).shape[1] == 6
+
+
+def test_a_polish_out_of_iterations_says_so(caplog) -> None:
+    x, _ = planted(6, 60, noise=0.3, seed=4)
+    t = torch.from_numpy(x)
+    start = t[:6].clone()  # six rows of the first planted cluster: far from any fixed point
+    with caplog.at_level(logging.WARNING, logger="datasculpt.cluster"):
+        cent, stats = cluster_mod._spherical_polish(t, start, 1)
+    assert stats == {"kmeans_polish_iterations": 1, "kmeans_polish_converged": False}
+    assert "not a fixed point" in caplog.text
+    assert not torch.equal(spherical_lloyd(t, cent, 1), cent)  # indeed not one
 
 
 def test_a_named_kmeans_rung_runs_or_is_an_error() -> None:
