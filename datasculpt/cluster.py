@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_numpy, xp_of
+from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
 from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
@@ -154,22 +154,64 @@ def _first_per_segment(seg: Any, key: Any) -> Any:
 # --------------------------------------------------------------------------- k-means ladder
 
 
+def _faiss_perm_head(n: int, count: int, seed: int) -> np.ndarray:
+    """The first ``count`` entries of FAISS's ``rand_perm(n, seed)`` (faiss/utils/random.cpp),
+    the permutation behind its k-means sample and initial centroids.
+
+    Every rung seeds from it, so each starts where faiss-cpu starts, whether or not FAISS is
+    installed. FAISS shuffles with ``std::mt19937`` seeded by the low 32 bits of ``seed``
+    (NumPy's legacy MT19937 seeding is the same), swapping entry ``i`` with
+    ``i + mt() % (n - i)``; the first ``count`` swaps decide the first ``count`` entries, so
+    this costs ``O(count)``, not ``O(n)``.
+    """
+    count = min(count, n)
+    key = np.random.RandomState(seed & 0xFFFFFFFF).get_state()[1]
+    gen = np.random.MT19937()
+    gen.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": 624}}
+    swaps = min(count, n - 1)
+    i = np.arange(swaps, dtype=np.int64)
+    partner = (i + gen.random_raw(swaps).astype(np.int64) % (n - i)).tolist()
+    moved: dict[int, int] = {}  # position -> entry, where the shuffle has changed it
+    head = [0] * count
+    for a, b in enumerate(partner):
+        head[a] = moved.get(b, b)
+        moved[b] = moved.get(a, a)
+    for a in range(swaps, count):
+        head[a] = moved.get(a, a)
+    return np.asarray(head, dtype=np.int64)
+
+
+def _sample_rows(n: int, k: int, seed: int, max_points: int) -> np.ndarray | None:
+    """The rows k-means trains on, in FAISS's order: ``None`` (all rows, in order) up to
+    ``k * max_points`` rows, else the head of FAISS's seeded permutation."""
+    return None if n <= k * max_points else _faiss_perm_head(n, k * max_points, seed)
+
+
 def _torch_sample(x: Any, k: int, seed: int, device: str, max_points: int) -> Any:
-    """The seeded training sample (at most ``k x max_points`` rows) as a torch tensor on
-    ``device``; only the sample is copied when ``x`` lives elsewhere."""
+    """The training sample of ``_sample_rows`` as a float32 torch tensor on ``device``; only
+    the sample is copied when ``x`` lives elsewhere."""
     import torch
 
     t = torch.from_dlpack(x) if is_gpu_array(x) else torch.from_numpy(np.asarray(x))
-    n = t.shape[0]
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    perm = torch.randperm(n, generator=gen)[: min(n, k * max_points)]
-    return t[perm.to(t.device)].to(device=device, dtype=torch.float32)
+    rows = _sample_rows(int(t.shape[0]), k, seed, max_points)
+    if rows is not None:
+        t = t[torch.from_numpy(rows).to(t.device)]
+    return t.to(device=device, dtype=torch.float32)
+
+
+def _torch_init(train: Any, k: int, seed: int) -> Any:
+    """The ``k`` rows of the training sample FAISS starts from (``rand_perm(m, seed + 1)``)."""
+    import torch
+
+    rows = _faiss_perm_head(int(train.shape[0]), k, seed + 1)
+    return train[torch.from_numpy(rows).to(train.device)]
 
 
 def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
-    """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
+    """``niter`` spherical Lloyd iterations in torch (device or CPU) from FAISS's sample and
+    initial centroids."""
     train = _torch_sample(x, k, seed, device, max_points)
-    return spherical_lloyd(train, train[:k].clone(), niter)
+    return spherical_lloyd(train, _torch_init(train, k, seed), niter)
 
 
 def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: int) -> Any:
@@ -179,7 +221,9 @@ def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: 
         raise _RungMissing("this faiss build has no GPU support")
 
     if is_gpu_array(x):
-        # FAISS trains from host memory: copy the training sample only, not all of x.
+        # FAISS trains from host memory: copy the training sample only, not all of x. It is
+        # the sample FAISS would draw from all of x, in its order, so FAISS draws no other
+        # and starts from the centroids faiss-cpu starts from.
         x = _torch_sample(x, k, seed, "cpu", max_points).numpy()
     xs = np.ascontiguousarray(to_numpy(x), dtype=np.float32)
     km = faiss.Kmeans(xs.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu,
@@ -203,9 +247,10 @@ def _spherical_polish(train: Any, cent: Any, max_iter: int) -> tuple[Any, dict[s
 
 def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int
                  ) -> tuple[Any, dict[str, Any]]:
-    """cuML k-means (k-means|| seeding, Euclidean Lloyd) on the same seeded sample as the
-    other rungs, then a spherical polish from its centroids (``_spherical_polish``, at most
-    ``niter`` iterations); returns the centroids and the polish's stats.
+    """cuML k-means (Euclidean Lloyd) from the sample and initial centroids of the other
+    rungs (not cuML's own k-means|| seeding), then a spherical polish from its centroids
+    (``_spherical_polish``, at most ``niter`` iterations); returns the centroids and the
+    polish's stats.
 
     cuML has no spherical k-means: on unit vectors its Euclidean assignment favours centroids
     of small norm (tight clusters), so its partition is not the one the FAISS and torch rungs
@@ -216,7 +261,9 @@ def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int
     from cuml.cluster import KMeans
 
     train = _torch_sample(x, k, seed, "cuda", max_points)
-    km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
+    # n_init=1: with an array init, cuML's default ("auto") would run 10 times from it.
+    km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy",
+                init=to_device(_torch_init(train, k, seed)), n_init=1)
     km.fit(train)  # cuML takes the torch CUDA tensor through __cuda_array_interface__
     cent = l2_normalize(torch.from_dlpack(km.cluster_centers_).to(train.dtype))
     return _spherical_polish(train, cent, niter)
