@@ -17,9 +17,13 @@ Choices worth knowing:
   step (2), where k has not changed yet; steps (3)-(5) change k and count as "changed", which
   by itself prevents convergence in that round.
 * Assignment in a round is exact (one matmul) while k is at most ``assign_candidates``; above
-  that a document is compared only with the ``assign_candidates`` centroids nearest to its
-  current one, which makes a round ``O(N m D)`` instead of ``O(N k D)``. Right after k-means
-  the nearest centroid is virtually always among them.
+  that, on the host, a document is compared only with the ``assign_candidates`` centroids
+  nearest to its current one, which makes a round ``O(N m D)`` instead of ``O(N k D)``. Right
+  after k-means the nearest centroid is virtually always among them. On the GPU assignment is
+  always exact: one blocked product over all centroids beats a kernel launch per cluster.
+* Every k-means rung trains on the sample and starts from the centroids that faiss-cpu
+  draws with the run's seed (``_faiss_perm_head``); how they iterate from there differs
+  (docs/DESIGN.md, "What differs between the CPU and the GPU").
 * Mean cosine to a centroid is ``|S_j| / n_j`` for the member sum ``S_j``, so spreads cost
   nothing beyond the centroid update.
 * Labels are renumbered at the end by each cluster's smallest document index, so equal inputs
@@ -162,13 +166,14 @@ def _faiss_perm_head(n: int, count: int, seed: int) -> np.ndarray:
     installed. FAISS shuffles with ``std::mt19937`` seeded by the low 32 bits of ``seed``
     (NumPy's legacy MT19937 seeding is the same), swapping entry ``i`` with
     ``i + mt() % (n - i)``; the first ``count`` swaps decide the first ``count`` entries, so
-    this costs ``O(count)``, not ``O(n)``.
+    this costs ``O(count)``, not ``O(n)``. (FAISS's k-means seeds from the clock when ``seed``
+    is negative; here its low 32 bits still seed the other rungs.)
     """
     count = min(count, n)
     key = np.random.RandomState(seed & 0xFFFFFFFF).get_state()[1]
     gen = np.random.MT19937()
     gen.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": 624}}
-    swaps = min(count, n - 1)
+    swaps = max(0, min(count, n - 1))
     i = np.arange(swaps, dtype=np.int64)
     partner = (i + gen.random_raw(swaps).astype(np.int64) % (n - i)).tolist()
     moved: dict[int, int] = {}  # position -> entry, where the shuffle has changed it
