@@ -142,24 +142,33 @@ def to_device(x: Any) -> Any:
     return cupy.asarray(x)
 
 
+# What ``cupy.add.at`` adds with CUDA atomics on every CuPy this project supports (>= 14.1.1,
+# the floor in pyproject.toml and environment.yml): int64 joined in CuPy 14.1.0; narrower
+# integers, bool and complex are refused there on every version.
+ATOMIC_ADD_DTYPES = frozenset(np.dtype(t) for t in (
+    np.int32, np.int64, np.uint32, np.uint64, np.float16, np.float32, np.float64))
+
+
 def scatter_add(target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` along axis 0, repeated indices accumulated (in place).
 
+    On the GPU this is ``cupy.add.at``: ``cupyx.scatter_add`` runs the same kernel through
+    ``ndarray.scatter_add``, deprecated since CuPy 12, and so warns on every call. Its atomics
+    take only ``ATOMIC_ADD_DTYPES``; any other target is refused on every backend, so a CPU
+    test catches the call that would crash on the GPU. Float atomics land in no fixed order:
+    the last bits of a float sum vary from run to run (integer sums are exact).
+
     On the host, NumPy's ``add.at`` is ~10x slower than torch's ``index_add_`` over the same
-    memory (zero-copy views), so contiguous float32/float64 targets borrow torch.
-
-    ``cupyx.scatter_add`` takes int32, uint32, uint64 and floats, and int64 only from CuPy
-    14.1: an int64 target is refused on every backend, so the CPU tests catch the call that
-    would crash on the GPU. On the GPU, float adds are atomics: their order, and so the last
-    bits of a float sum, vary from run to run.
+    memory (zero-copy views), so contiguous float32/float64 targets borrow torch; both add in
+    index order.
     """
-    if target.dtype == np.int64:
-        raise TypeError("scatter_add into int64 fails on CuPy < 14.1: use an int32 target "
-                        "or bincount(index, minlength=...)")
+    if np.dtype(target.dtype) not in ATOMIC_ADD_DTYPES:
+        raise TypeError(f"scatter_add into {np.dtype(target.dtype)} has no CUDA atomic add "
+                        f"(cupy.add.at takes int32, int64, uint32, uint64 and floats)")
     if is_gpu_array(target):
-        import cupyx
+        import cupy
 
-        cupyx.scatter_add(target, index, values)
+        cupy.add.at(target, index, values)
         return
     if target.dtype in (np.float32, np.float64) and target.flags.c_contiguous and target.ndim:
         import torch

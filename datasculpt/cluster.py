@@ -17,9 +17,13 @@ Choices worth knowing:
   step (2), where k has not changed yet; steps (3)-(5) change k and count as "changed", which
   by itself prevents convergence in that round.
 * Assignment in a round is exact (one matmul) while k is at most ``assign_candidates``; above
-  that a document is compared only with the ``assign_candidates`` centroids nearest to its
-  current one, which makes a round ``O(N m D)`` instead of ``O(N k D)``. Right after k-means
-  the nearest centroid is virtually always among them.
+  that, on the host, a document is compared only with the ``assign_candidates`` centroids
+  nearest to its current one, which makes a round ``O(N m D)`` instead of ``O(N k D)``. Right
+  after k-means the nearest centroid is virtually always among them. On the GPU assignment is
+  always exact: one blocked product over all centroids beats a kernel launch per cluster.
+* Every k-means rung trains on the sample and starts from the centroids that faiss-cpu
+  draws with the run's seed (``_faiss_perm_head``); how they iterate from there differs
+  (docs/DESIGN.md, "What differs between the CPU and the GPU").
 * Mean cosine to a centroid is ``|S_j| / n_j`` for the member sum ``S_j``, so spreads cost
   nothing beyond the centroid update.
 * Labels are renumbered at the end by each cluster's smallest document index, so equal inputs
@@ -36,18 +40,23 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_numpy, xp_of
+from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
 from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
-from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
+from datasculpt.vectors import (
+    ROW_BLOCK,
+    l2_normalize,
+    nearest,
+    spherical_lloyd,
+    spherical_lloyd_until_stable,
+)
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16  # rows per row-dot block: bounds the gathered centroids to chunk x D
 _SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
-_SPHERICAL_POLISH = 5  # spherical iterations after cuML's Euclidean k-means
 
 
 @dataclass
@@ -63,11 +72,39 @@ class ClusterResult:
 
 
 def _segment_sum(x: Any, labels: Any, k: int) -> Any:
-    """Row sums of ``x`` per label, ``k x D`` float32."""
+    """Row sums of the unit rows ``x`` per label, ``k x D`` float32.
+
+    The host adds each label's rows in document order (``scatter_add``), so a sum has the same
+    bits whichever thread or executor computes it. A GPU's float atomics land in no fixed
+    order, so there the rows are added in fixed point (``_fixed_point_sum``), which no order
+    changes. The two differ in the last bits, as the host and GPU products do anyway.
+    """
+    if is_gpu_array(x):
+        return _fixed_point_sum(x, labels, k)
     xp = xp_of(x)
     out = xp.zeros((k, x.shape[1]), dtype=xp.float32)
     scatter_add(out, labels, x.astype(xp.float32, copy=False))
     return out
+
+
+def _fixed_point_sum(x: Any, labels: Any, k: int, block: int = ROW_BLOCK) -> Any:
+    """Per-label sums of rows whose entries lie in ``[-1, 1]``, the same bits in any order.
+
+    Each entry is rounded to a multiple of ``2**-s`` and the multiples are added as int64,
+    which is exact and so order-free: GPU atomics give the same sums on every run. Each sum is
+    then rounded to float32 once. ``s`` is the finest scale at which ``n`` entries cannot
+    overflow (``n * 2 * 2**s <= 2**62``): 42 for a block of 2**18 rows, where every entry of
+    magnitude ``2**-19`` or more is kept exactly. Rows are converted ``block`` at a time, so
+    the int64 copy stays ``block x D``.
+    """
+    xp = xp_of(x)
+    n = int(x.shape[0])
+    scale = 2.0 ** (61 - max(n, 1).bit_length())
+    acc = xp.zeros((k, x.shape[1]), dtype=xp.int64)
+    for a in range(0, n, block):
+        q = xp.rint(x[a:a + block].astype(xp.float32, copy=False) * xp.float32(scale))
+        scatter_add(acc, labels[a:a + block], q.astype(xp.int64))
+    return (acc.astype(xp.float64) / scale).astype(xp.float32)
 
 
 def _rowdot(x: Any, c: Any, lab: Any) -> Any:
@@ -121,22 +158,65 @@ def _first_per_segment(seg: Any, key: Any) -> Any:
 # --------------------------------------------------------------------------- k-means ladder
 
 
+def _faiss_perm_head(n: int, count: int, seed: int) -> np.ndarray:
+    """The first ``count`` entries of FAISS's ``rand_perm(n, seed)`` (faiss/utils/random.cpp),
+    the permutation behind its k-means sample and initial centroids.
+
+    Every rung seeds from it, so each starts where faiss-cpu starts, whether or not FAISS is
+    installed. FAISS shuffles with ``std::mt19937`` seeded by the low 32 bits of ``seed``
+    (NumPy's legacy MT19937 seeding is the same), swapping entry ``i`` with
+    ``i + mt() % (n - i)``; the first ``count`` swaps decide the first ``count`` entries, so
+    this costs ``O(count)``, not ``O(n)``. (FAISS's k-means seeds from the clock when ``seed``
+    is negative; here its low 32 bits still seed the other rungs.)
+    """
+    count = min(count, n)
+    key = np.random.RandomState(seed & 0xFFFFFFFF).get_state()[1]
+    gen = np.random.MT19937()
+    gen.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": 624}}
+    swaps = max(0, min(count, n - 1))
+    i = np.arange(swaps, dtype=np.int64)
+    partner = (i + gen.random_raw(swaps).astype(np.int64) % (n - i)).tolist()
+    moved: dict[int, int] = {}  # position -> entry, where the shuffle has changed it
+    head = [0] * count
+    for a, b in enumerate(partner):
+        head[a] = moved.get(b, b)
+        moved[b] = moved.get(a, a)
+    for a in range(swaps, count):
+        head[a] = moved.get(a, a)
+    return np.asarray(head, dtype=np.int64)
+
+
+def _sample_rows(n: int, k: int, seed: int, max_points: int) -> np.ndarray | None:
+    """The rows k-means trains on, in FAISS's order: ``None`` (all rows, in order) up to
+    ``k * max_points`` rows, else the head of FAISS's seeded permutation."""
+    return None if n <= k * max_points else _faiss_perm_head(n, k * max_points, seed)
+
+
 def _torch_sample(x: Any, k: int, seed: int, device: str, max_points: int) -> Any:
-    """The seeded training sample (at most ``k x max_points`` rows) as a torch tensor on
-    ``device``; only the sample is copied when ``x`` lives elsewhere."""
+    """The training sample of ``_sample_rows`` as a float32 torch tensor on ``device``; only
+    the sample is copied when ``x`` lives elsewhere."""
     import torch
 
     t = torch.from_dlpack(x) if is_gpu_array(x) else torch.from_numpy(np.asarray(x))
-    n = t.shape[0]
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    perm = torch.randperm(n, generator=gen)[: min(n, k * max_points)]
-    return t[perm.to(t.device)].to(device=device, dtype=torch.float32)
+    rows = _sample_rows(int(t.shape[0]), k, seed, max_points)
+    if rows is not None:
+        t = t[torch.from_numpy(rows).to(t.device)]
+    return t.to(device=device, dtype=torch.float32)
+
+
+def _torch_init(train: Any, k: int, seed: int) -> Any:
+    """The ``k`` rows of the training sample FAISS starts from (``rand_perm(m, seed + 1)``)."""
+    import torch
+
+    rows = _faiss_perm_head(int(train.shape[0]), k, seed + 1)
+    return train[torch.from_numpy(rows).to(train.device)]
 
 
 def _kmeans_torch(x: Any, k: int, niter: int, seed: int, device: str, max_points: int) -> Any:
-    """Spherical Lloyd iterations in torch (device or CPU) on a seeded training sample."""
+    """``niter`` spherical Lloyd iterations in torch (device or CPU) from FAISS's sample and
+    initial centroids."""
     train = _torch_sample(x, k, seed, device, max_points)
-    return spherical_lloyd(train, train[:k].clone(), niter)
+    return spherical_lloyd(train, _torch_init(train, k, seed), niter)
 
 
 def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: int) -> Any:
@@ -146,7 +226,9 @@ def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: 
         raise _RungMissing("this faiss build has no GPU support")
 
     if is_gpu_array(x):
-        # FAISS trains from host memory: copy the training sample only, not all of x.
+        # FAISS trains from host memory: copy the training sample only, not all of x. It is
+        # the sample FAISS would draw from all of x, in its order, so FAISS draws no other
+        # and starts from the centroids faiss-cpu starts from.
         x = _torch_sample(x, k, seed, "cpu", max_points).numpy()
     xs = np.ascontiguousarray(to_numpy(x), dtype=np.float32)
     km = faiss.Kmeans(xs.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu,
@@ -156,22 +238,40 @@ def _kmeans_faiss(x: Any, k: int, niter: int, seed: int, gpu: bool, max_points: 
     return km.centroids
 
 
-def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int) -> Any:
-    """cuML k-means (k-means|| seeding, Euclidean Lloyd) on the same seeded sample as the
-    other rungs, then ``_SPHERICAL_POLISH`` spherical iterations from its centroids.
+def _spherical_polish(train: Any, cent: Any, max_iter: int) -> tuple[Any, dict[str, Any]]:
+    """Spherical Lloyd iterations from ``cent`` until the training sample's labels stop
+    changing (a spherical k-means fixed point), at most ``max_iter``; the stats say which,
+    and running out of iterations is a warning, since the centroids are then no fixed point."""
+    cent, iters, converged = spherical_lloyd_until_stable(train, cent, max_iter)
+    if not converged:
+        log.warning("kmeans: the spherical polish of cuML's centroids still moved labels after "
+                    "%d iterations (cluster.kmeans_iter); its centroids are not a fixed point",
+                    iters)
+    return cent, {"kmeans_polish_iterations": iters, "kmeans_polish_converged": converged}
+
+
+def _kmeans_cuml(x: Any, k: int, niter: int, seed: int, max_points: int
+                 ) -> tuple[Any, dict[str, Any]]:
+    """cuML k-means (Euclidean Lloyd) from the sample and initial centroids of the other
+    rungs (not cuML's own k-means|| seeding), then a spherical polish from its centroids
+    (``_spherical_polish``, at most ``niter`` iterations); returns the centroids and the
+    polish's stats.
 
     cuML has no spherical k-means: on unit vectors its Euclidean assignment favours centroids
     of small norm (tight clusters), so its partition is not the one the FAISS and torch rungs
-    converge to. The polish makes the result a spherical k-means fixed point like theirs.
+    converge to. The polish runs until the labels stop changing, so the result is a spherical
+    k-means fixed point, unless the stats and a warning say that the iterations ran out.
     """
     import torch
     from cuml.cluster import KMeans
 
     train = _torch_sample(x, k, seed, "cuda", max_points)
-    km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy")
+    # n_init=1: with an array init, cuML's default ("auto") would run 10 times from it.
+    km = KMeans(n_clusters=k, max_iter=niter, random_state=seed, output_type="cupy",
+                init=to_device(_torch_init(train, k, seed)), n_init=1)
     km.fit(train)  # cuML takes the torch CUDA tensor through __cuda_array_interface__
     cent = l2_normalize(torch.from_dlpack(km.cluster_centers_).to(train.dtype))
-    return spherical_lloyd(train, cent, _SPHERICAL_POLISH)
+    return _spherical_polish(train, cent, niter)
 
 
 def kmeans(
@@ -185,8 +285,8 @@ def kmeans(
     step taken (and logged) when the rung above is not installed or fails to import;
     ``rung`` names one rung and makes its absence an error.
     """
-    cent, labels, impl = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
-                                       rung)
+    cent, labels, impl, _ = _train_kmeans(x, k, niter, seed, backend, max_points_per_centroid,
+                                          rung)
     return cent, nearest(x, cent) if labels is None else labels, impl
 
 
@@ -219,36 +319,40 @@ def _rung_unavailable(name: str, exc: BaseException, forced: bool) -> None:
 def _train_kmeans(
     x: Any, k: int, niter: int, seed: int, backend: Backend, max_points_per_centroid: int,
     rung: str = "auto",
-) -> tuple[Any, Any, str]:
-    """``kmeans`` without the final assignment: ``(centroids, labels or None, impl)``; labels
-    come only with the trivial ``k = 1`` and ``k = N``. ``rung`` forces one rung."""
+) -> tuple[Any, Any, str, dict[str, Any]]:
+    """``kmeans`` without the final assignment: ``(centroids, labels or None, impl, stats)``;
+    labels come only with the trivial ``k = 1`` and ``k = N``, stats only from a rung that
+    has some (cuML's polish). ``rung`` forces one rung."""
     xp = backend.xp
     n = int(x.shape[0])
     k = max(1, min(int(k), n))
     if k == 1 or k == n:
         cent = l2_normalize(x.sum(axis=0, keepdims=True)) if k == 1 else x.copy()
-        return cent, xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64), "trivial"
+        labels = xp.arange(n, dtype=xp.int64) if k == n else xp.zeros(n, xp.int64)
+        return cent, labels, "trivial", {}
     ladder = GPU_RUNGS if backend.is_gpu else CPU_RUNGS
     if rung != "auto" and rung not in ladder:
         raise ConfigError(f"cluster.kmeans={rung} is not a rung of the {backend.name} backend "
                           f"(choose auto, {', '.join(ladder)})")
-    train = {
+    train = {  # each: (centroids, the rung's stats)
         "cuml": lambda: _kmeans_cuml(x, k, niter, seed, max_points_per_centroid),
-        "faiss-gpu": lambda: _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid),
-        "faiss-cpu": lambda: _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid),
-        "torch": lambda: _kmeans_torch(x, k, niter, seed, backend.torch_device,
-                                       max_points_per_centroid),
+        "faiss-gpu": lambda: (
+            _kmeans_faiss(x, k, niter, seed, True, max_points_per_centroid), {}),
+        "faiss-cpu": lambda: (
+            _kmeans_faiss(x, k, niter, seed, False, max_points_per_centroid), {}),
+        "torch": lambda: (_kmeans_torch(x, k, niter, seed, backend.torch_device,
+                                        max_points_per_centroid), {}),
     }
-    cent, impl = None, ""
+    cent, impl, stats = None, "", {}
     for name in ladder if rung == "auto" else (rung,):
         try:
-            cent = train[name]()
+            cent, stats = train[name]()
         except (ImportError, _RungMissing) as exc:
             _rung_unavailable(name, exc, forced=rung != "auto")
             continue
         impl = f"torch-{backend.torch_device}" if name == "torch" else name
         break
-    return l2_normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl
+    return l2_normalize(xp.asarray(backend.asarray(cent), dtype=xp.float32)), None, impl, stats
 
 
 # --------------------------------------------------------------------------- ISODATA
@@ -314,10 +418,14 @@ def _block_task(bounds: tuple[int, int], *, x: Any, w: Any, labels: Any, k: int,
 
 class _Passes:
     """The passes over every document of a round, as executor tasks over fixed blocks of
-    ``task_docs`` rows whose results are added in block order: the partition fixes the
-    rounding, so every executor and thread count gives the same bits. The rows and their
-    token counts reach the tasks once per run (``executor.share``); only the labels and the
-    k x D centroids travel per pass."""
+    ``task_docs`` rows whose results are added in block order. The partition fixes the
+    rounding, so every executor and thread count gives the same bits: on the host, where a
+    block adds its rows in document order, and on a GPU, where it adds them in fixed point
+    (``_segment_sum``) and its products are cuBLAS's (reproducible on one GPU model and
+    library version). Token masses are integers, exact in float64 in any order. The host and
+    the GPU do not give each other's bits (docs/DESIGN.md, "What differs between the CPU and
+    the GPU"). The rows and their token counts reach the tasks once per run
+    (``executor.share``); only the labels and the k x D centroids travel per pass."""
 
     def __init__(self, x: Any, w: Any, backend: Backend, executor: Executor,
                  task_docs: int) -> None:
@@ -482,8 +590,8 @@ def cluster(
     m = int(cfg.assign_candidates)
     max_points = int(cfg.max_points_per_centroid)
 
-    cent, labels, km_impl = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
-                                          max_points, str(cfg.kmeans))
+    cent, labels, km_impl, km_stats = _train_kmeans(x, k0, int(cfg.kmeans_iter), seed, backend,
+                                                    max_points, str(cfg.kmeans))
     t_kmeans = time.perf_counter() - t0
     passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
     st, _ = passes.state(int(cent.shape[0]), labels=labels,
@@ -526,7 +634,7 @@ def cluster(
     spread = to_numpy(st.spread)[order]
     stats = {
         "k": st.k, "k_initial": k0, "iterations": len(rounds), "final_shift": shift,
-        "converged": converged, "kmeans": km_impl, "xp": xp.__name__,
+        "converged": converged, "kmeans": km_impl, **km_stats, "xp": xp.__name__,
         "kmeans_seconds": t_kmeans,
         "isodata_seconds": time.perf_counter() - t0 - t_kmeans,
         "seconds": time.perf_counter() - t0, "rounds": rounds,

@@ -76,19 +76,47 @@ def label_sums(x: Any, labels: Any, k: int) -> Any:
     return onehot.T.astype(x.dtype) @ x
 
 
+def _where(x: Any) -> Any:
+    if _is_torch(x):
+        import torch
+
+        return torch.where
+    return xp_of(x).where
+
+
+def _lloyd_step(x: Any, cent: Any, labels: Any) -> Any:
+    """Each centroid moved to the normalised sum of the rows ``labels`` gives it; a centroid
+    that no row chose stays where it was."""
+    sums = label_sums(x, labels, int(cent.shape[0]))
+    filled = (sums * sums).sum(1) > 0
+    return _where(x)(filled[:, None], l2_normalize(sums), cent)
+
+
 def spherical_lloyd(x: Any, cent: Any, niter: int, block: int | None = ROW_BLOCK) -> Any:
     """``niter`` spherical Lloyd iterations from the unit rows ``cent``: assign every row of
     ``x`` to its nearest centroid (``nearest``, in ``block`` rows), move each centroid to its
     members' normalised sum; a centroid that no row chose stays where it was."""
-    if _is_torch(x):
-        import torch
-
-        where = torch.where
-    else:
-        where = xp_of(x).where
-    k = int(cent.shape[0])
     for _ in range(niter):
-        sums = label_sums(x, nearest(x, cent, block), k)
-        filled = (sums * sums).sum(1) > 0
-        cent = where(filled[:, None], l2_normalize(sums), cent)
+        cent = _lloyd_step(x, cent, nearest(x, cent, block))
     return cent
+
+
+def spherical_lloyd_until_stable(x: Any, cent: Any, max_iter: int,
+                                 block: int | None = ROW_BLOCK) -> tuple[Any, int, bool]:
+    """The iterations of ``spherical_lloyd`` until the assignment stops changing, at most
+    ``max_iter``: ``(centroids, iterations, converged)``.
+
+    A fixed number of iterations promises nothing about where they end. When an iteration's
+    centroids give every row the label it had, they are the normalised sums of their own
+    members, so a further iteration would move nothing: a fixed point (up to the last bits
+    of sums added by atomics). ``converged`` is false when ``max_iter`` ran out first. The
+    centroids after ``i`` iterations are those of ``spherical_lloyd(x, cent, i, block)``.
+    """
+    labels = nearest(x, cent, block)
+    for i in range(1, max_iter + 1):
+        cent = _lloyd_step(x, cent, labels)
+        new = nearest(x, cent, block)
+        if bool((new == labels).all()):
+            return cent, i, True
+        labels = new
+    return cent, max_iter, False

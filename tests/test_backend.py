@@ -1,7 +1,10 @@
-"""backend: where arrays live. The int64 scatter refused on every backend (as CuPy refuses
-it), the reason a GPU cannot be used, and the zero-copy DLPack hand-off on a real GPU."""
+"""backend: where arrays live. The scatter-add dtypes CuPy's atomics refuse, refused on every
+backend; the reason a GPU cannot be used; the zero-copy DLPack hand-off and ``cupy.add.at``
+without CuPy's deprecation warning on a real GPU."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -11,14 +14,26 @@ from datasculpt.backend import gpu_problem, resolve_backend, scatter_add, to_dev
 from datasculpt.errors import ConfigError
 
 
-def test_int64_scatter_add_is_refused_everywhere() -> None:
-    # cupyx.scatter_add has no int64 before CuPy 14.1: the CPU path refuses it too, so the
-    # CPU tests of the packing kernel catch such a call before a GPU run does.
-    with pytest.raises(TypeError, match="int64"):
-        scatter_add(np.zeros(4, np.int64), np.array([0, 1, 1]), 1)
-    counts = np.zeros(4, np.int32)
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint8, np.uint16, np.bool_,
+                                   np.complex64])
+def test_scatter_add_refuses_what_cuda_atomics_cannot_add(dtype) -> None:
+    # NumPy's add.at takes these; cupy.add.at does not. Refusing them on the host too makes
+    # a CPU test of the packing kernel catch such a call before a GPU run does.
+    target = np.zeros(4, dtype)
+    with pytest.raises(TypeError, match=np.dtype(dtype).name):
+        scatter_add(target, np.array([0, 1, 1]), 1)
+    assert not target.any()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32, np.uint64, np.float16])
+def test_scatter_add_accumulates_repeated_indices_for_every_atomic_dtype(dtype) -> None:
+    # int64 included: every CuPy this project supports (>= 14.1.1) adds it with atomics.
+    counts = np.zeros(4, dtype)
     scatter_add(counts, np.array([0, 1, 1, 3]), 1)
     assert counts.tolist() == [1, 2, 0, 1]
+    rows = np.zeros((3, 2), dtype)
+    scatter_add(rows, np.array([2, 0, 2]), np.array([[1, 2], [3, 4], [5, 6]], dtype))
+    assert rows.tolist() == [[3, 4], [0, 0], [6, 8]]
 
 
 def test_gpu_problem_names_the_reason_here() -> None:
@@ -72,3 +87,20 @@ def test_dlpack_hand_off_shares_device_memory(gpu_backend) -> None:
     assert back.data_ptr() == t.data_ptr()
     c[0, 0] = 42.0
     assert float(t[0, 0]) == 42.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint64, np.float32, np.float64])
+def test_gpu_scatter_add_is_cupy_add_at_without_a_deprecation_warning(gpu_backend,
+                                                                      dtype) -> None:
+    import cupy
+
+    index = np.random.default_rng(0).integers(0, 7, 500)
+    values = np.arange(500 * 3).reshape(500, 3) % 11
+    want = np.zeros((7, 3), dtype)
+    np.add.at(want, index, values.astype(dtype))
+    target = cupy.zeros((7, 3), dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cupyx.scatter_add warns on every call
+        scatter_add(target, cupy.asarray(index), cupy.asarray(values, dtype=dtype))
+    np.testing.assert_array_equal(cupy.asnumpy(target), want)  # small integers: exact

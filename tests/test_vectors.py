@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from datasculpt.vectors import ZERO_ROWS_ONLY, l2_normalize, label_sums, nearest, spherical_lloyd
+from datasculpt.vectors import (
+    ZERO_ROWS_ONLY,
+    l2_normalize,
+    label_sums,
+    nearest,
+    spherical_lloyd,
+    spherical_lloyd_until_stable,
+)
 
 
 def planted(n: int = 600, k: int = 5, dim: int = 24, seed: int = 0) -> np.ndarray:
@@ -98,3 +105,16 @@ def test_an_unchosen_centroid_stays_put() -> None:
     got = spherical_lloyd(x, cent, 2)
     np.testing.assert_array_equal(got[3], far[0])
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_lloyd_until_stable_stops_at_a_fixed_point_or_says_it_did_not() -> None:
+    x = planted(seed=3)
+    cent = x[:8]
+    got, iters, converged = spherical_lloyd_until_stable(x, cent, 100, block=97)
+    assert converged and iters > 1
+    assert np.array_equal(got, spherical_lloyd(x, cent, iters, block=97))
+    assert np.array_equal(spherical_lloyd(x, got, 1, block=97), got)  # moves nothing
+    assert not np.array_equal(spherical_lloyd(x, cent, iters - 1, block=97), got)
+    short, n_short, ok = spherical_lloyd_until_stable(x, cent, iters - 1, block=97)
+    assert (n_short, ok) == (iters - 1, False)
+    assert not np.array_equal(spherical_lloyd(x, short, 1, block=97), short)

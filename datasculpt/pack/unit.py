@@ -191,7 +191,7 @@ def _assign_block(
     flat_norm, flat_used = norm.reshape(-1), used.reshape(-1)
     # Empty windows of a cluster always form a suffix (all empty windows score alike and the
     # lowest index wins ties), so next_empty[i] is the whole "which windows are empty" state.
-    # int32: CuPy before 14.1 has no int64 scatter_add (backend.scatter_add refuses int64).
+    # int32: a scatter_add target (cupy.add.at's atomics take int32 on every CuPy version).
     next_empty = xp.zeros(n_cl, dtype=xp.int32)
     slot = xp.arange(batch_size)
     too_long = ftype(ctx_len + 1)  # length of a padding slot: fits nowhere
