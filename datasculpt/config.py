@@ -68,7 +68,7 @@ class EmbedConfig:
 class ClusterConfig:
     k: int | None = None  # None: chosen from N and the token mass
     windows_per_cluster: float = 4.0  # target cluster size (in ctx_len windows) for automatic k
-    kmeans_iter: int = 25  # iterations of the first k-means
+    kmeans_iter: int = 25  # iterations of the first k-means (and the cap of cuML's polish)
     # k-means rung: auto (GPU: cuml -> faiss-gpu -> torch; CPU: faiss-cpu -> torch) or one of
     # them by name, which makes its absence an error instead of a step down the ladder.
     kmeans: str = "auto"

@@ -46,19 +46,15 @@ rm -rf .whl .model
 mkdir -p .whl
 plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
       --platform manylinux2014_x86_64)
-# Binary wheels for the device's Python 3.12 (zstandard and hypothesis have compiled code).
-# model2vec needs joblib besides what the image has (numpy, tokenizers, safetensors, tqdm,
-# jinja2, huggingface-hub come with torch and transformers). pytest and hypothesis (the tests
-# import it at collection) are not said to be on the image: carried with their requirements,
-# ~3 MB, rather than lose the GPU tests to a missing test runner. The check below fails if a
-# wheel needs anything else.
+# Binary wheels for the device's Python 3.12 (zstandard has compiled code).
+# The image's package list (the device library's KINDS.md, read on 2026-11-17) already has
+# pyarrow, matplotlib, threadpoolctl, joblib, pytest (with plugins), hypothesis and
+# sortedcontainers: they are not carried, since a carried copy would shadow the image's and
+# its pytest plugins could then fail to load. model2vec's own requirements are all there.
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${plat[@]}" -d .whl \
     "hydra-core>=1.3,<1.4" "omegaconf>=2.2,<2.4" "array-api-compat>=1.6" "zstandard>=0.22" \
-    "hydra-submitit-launcher>=1.2" "submitit>=1.3" "cloudpickle>=2" \
-    "model2vec>=0.10" "joblib>=1.3" \
-    "pytest>=8" "pluggy>=1.5" "iniconfig>=2" "pygments>=2.15" \
-    "hypothesis>=6.100" "sortedcontainers>=2.1"
+    "hydra-submitit-launcher>=1.2" "submitit>=1.3" "model2vec>=0.10"
 # antlr4-python3-runtime 4.9.x (omegaconf's parser) is published as an sdist only: build it.
 "$PY" -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==4.9.3"
 
@@ -84,10 +80,12 @@ DEVICE = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platfo
 def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
-# What the image brings with torch, transformers and CuPy (their own requirements).
+# What the image has (KINDS.md's package list, the ones the carried wheels ask for).
 ON_IMAGE = {"numpy", "torch", "transformers", "tokenizers", "safetensors", "huggingface-hub",
             "tqdm", "jinja2", "markupsafe", "pyyaml", "packaging", "typing-extensions",
-            "filelock", "fsspec", "regex", "requests", "sympy", "networkx", "cupy-cuda13x"}
+            "filelock", "fsspec", "regex", "requests", "sympy", "networkx", "cupy-cuda13x",
+            "joblib", "cloudpickle", "rich", "setuptools", "threadpoolctl", "pyarrow",
+            "matplotlib", "pytest", "hypothesis", "sortedcontainers"}
 wheels = sorted(Path(".whl").glob("*.whl"))
 carried = {norm(w.name.split("-")[0]) for w in wheels}
 missing = []

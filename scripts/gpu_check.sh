@@ -272,6 +272,7 @@ PACKAGES = [
     ("safetensors", "safetensors", True), ("huggingface_hub", "huggingface-hub", True),
     ("array_api_compat", "array-api-compat", True), ("zstandard", "zstandard", True),
     ("tqdm", "tqdm", True), ("yaml", "PyYAML", True), ("cupy", None, True),
+    ("threadpoolctl", "threadpoolctl", True),
     ("pytest", "pytest", True), ("hypothesis", "hypothesis", True),
     ("datasculpt", "datasculpt", True),
     ("cuml", None, False), ("faiss", None, False), ("model2vec", "model2vec", False),
