@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from datasculpt.executors import Executor
 from datasculpt.executors.base import host_threads
+from datasculpt.io.rows import assemble, row_order, sequence_heads, token_groups
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import public_mode
 from datasculpt.progress import progress_bar
@@ -52,32 +53,18 @@ def _lists(offsets: np.ndarray, values: Any) -> pa.Array:
 def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: TokenStore,
                  docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None) -> pa.Table:
     """The rows of sequences ``seqs`` (in this order) as one Arrow table."""
-    n_pieces = heads[seqs + 1] - heads[seqs]
-    piece = np.repeat(heads[seqs] - np.concatenate(([0], np.cumsum(n_pieces)[:-1])),
-                      n_pieces) + np.arange(int(n_pieces.sum()))
-    doc, start, end = packing.doc[piece], packing.start[piece], packing.end[piece]
-    ends_doc = (end == store.offsets[doc + 1] - store.offsets[doc]) & bool(eos)
-    n_tok = end - start
-    plen = n_tok + ends_doc
-    out_first = np.concatenate(([0], np.cumsum(plen)[:-1]))
-    total = int(plen.sum())
-    ids = np.empty(total, dtype=np.int32)
-    dest = np.repeat(out_first - np.concatenate(([0], np.cumsum(n_tok)[:-1])), n_tok) \
-        + np.arange(int(n_tok.sum()))
-    ids[dest] = store.gather(doc, start, end)
-    if ends_doc.any():
-        ids[(out_first + n_tok)[ends_doc]] = sep_id
-    positions = (np.arange(total) - np.repeat(out_first, plen)).astype(np.int32)
-    row_tokens = np.bincount(np.repeat(np.arange(seqs.shape[0]), n_pieces), weights=plen,
-                             minlength=seqs.shape[0]).astype(np.int64)
-    row_off = np.concatenate(([0], np.cumsum(row_tokens)))
-    piece_off = np.concatenate(([0], np.cumsum(n_pieces)))
+    r = assemble(packing, heads, seqs, store, eos, sep_id)
+    ids, row_off, piece_off, plen = r.ids, r.row_off, r.piece_off, r.plen
+    n_pieces = np.diff(piece_off)
+    positions = (np.arange(ids.shape[0]) - np.repeat(
+        np.concatenate(([0], np.cumsum(plen)[:-1])), plen)).astype(np.int32)
     # cu_seqlens of a row: 0, then the running sum of its pieces' lengths.
     within = np.cumsum(plen) - np.repeat(row_off[:-1], n_pieces)
     cu_off = np.concatenate(([0], np.cumsum(n_pieces + 1)))
     cu = np.zeros(int(cu_off[-1]), dtype=np.int32)
-    cu_pos = np.repeat(cu_off[:-1] + 1 - piece_off[:-1], n_pieces) + np.arange(piece.shape[0])
+    cu_pos = np.repeat(cu_off[:-1] + 1 - piece_off[:-1], n_pieces) + np.arange(plen.shape[0])
     cu[cu_pos] = within
+    doc = r.doc
     columns = {
         "seq_id": pa.array(seqs.astype(np.int64)),
         "input_ids": _lists(row_off, pa.array(ids)),
@@ -103,13 +90,7 @@ def _write_shard(k: int, *, run_dir: str, tmp: str, packing: Packing, heads: np.
     """
     store = TokenStore(Path(run_dir))
     a, b = bounds[k], bounds[k + 1]
-    cuts, acc = [a], 0
-    for i, n in enumerate(seq_tokens[order[a:b]].tolist(), start=a):
-        if acc and acc + n > ROW_GROUP_TOKENS:
-            cuts.append(i)
-            acc = 0
-        acc += n
-    cuts.append(b)
+    cuts = [a + c for c in token_groups(seq_tokens, order[a:b], ROW_GROUP_TOKENS)]
     writer = None
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         table = _shard_table(packing, heads, order[lo:hi], store, docids, eos, sep_id, tok)
@@ -143,19 +124,11 @@ def write_shards(
     """
     t0 = time.perf_counter()
     n_seq = packing.n_sequences
-    heads = np.searchsorted(packing.seq, np.arange(n_seq + 1))
-    doc_len = store.doc_len
-    seq_tokens = packing.seq_tokens(doc_len, eos)
-    order = (np.random.default_rng(seed).permutation(n_seq) if shuffle
-             else np.arange(n_seq, dtype=np.int64))
+    heads = sequence_heads(packing)
+    seq_tokens = packing.seq_tokens(store.doc_len, eos)
+    order = row_order(n_seq, shuffle, seed)
     # Shards of at most shard_tokens tokens (a longer sequence gets a shard of its own).
-    bounds, acc = [0], 0
-    for i, n in enumerate(seq_tokens[order].tolist()):
-        if acc and acc + n > shard_tokens:
-            bounds.append(i)
-            acc = 0
-        acc += n
-    bounds.append(n_seq)
+    bounds = token_groups(seq_tokens, order, shard_tokens)
     final = run_dir / SHARD_DIR
     tmp = Path(tempfile.mkdtemp(prefix=f".{SHARD_DIR}.", dir=run_dir))
     public_mode(tmp, directory=True)
