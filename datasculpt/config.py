@@ -129,11 +129,18 @@ class PackConfig:
     knn_k: int = 10
 
 
+OUTPUT_FORMATS = ("parquet", "megatron", "olmo")
+
+
 @dataclass
 class OutputConfig:
-    """Training shards under ``<run>/tokens/`` (``datasculpt.io.shards``)."""
+    """Training data: the same rows, in the same order, in every format asked for."""
 
-    tokens: bool = True  # write the Parquet shards
+    tokens: bool = True  # write training data (every format in ``formats``); false: none
+    # parquet: tokens/part-*.parquet (datasculpt.io.shards) | megatron: megatron/, an indexed
+    # dataset (.bin + .idx) for Megatron-LM/NeMo (datasculpt.io.megatron) | olmo: olmo/, token
+    # files for OLMo-core's numpy datasets (datasculpt.io.olmo)
+    formats: list[str] = field(default_factory=lambda: ["parquet"])
     shuffle: bool = True  # seeded shuffle of the rows; false keeps pack order (clusters grouped)
     text: bool = False  # add a "text" column, the tokenizer's decode of input_ids
     shard_tokens: int = 50_000_000  # tokens per shard file (a longer sequence: its own file)
@@ -256,6 +263,10 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.embed.batch_size >= 1 and cfg.embed.max_length >= 1,
            "embed.batch_size and embed.max_length must be >= 1")
     _check(cfg.tokenize_batch_size >= 1, "tokenize_batch_size must be >= 1")
+    formats = list(cfg.output.formats)
+    _check(all(f in OUTPUT_FORMATS for f in formats) and len(set(formats)) == len(formats),
+           f"output.formats must be distinct names among {', '.join(OUTPUT_FORMATS)}, "
+           f"got {formats}")
     _check(cfg.output.shard_tokens >= 1,
            f"output.shard_tokens must be >= 1, got {cfg.output.shard_tokens}")
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,

@@ -4,6 +4,7 @@ ids of every sequence, separators placed, rows shuffled by the seed)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.errors import InputError
+from datasculpt.io.rows import row_order
 from datasculpt.io.shards import SHARD_DIR, shard_files, write_shards
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import write_sequences
@@ -35,15 +37,25 @@ def sequences_stage(with_clusters: bool) -> Stage:
                  final=True)
 
 
+def wants(cfg: Any, fmt: str) -> bool:
+    """Whether this config writes training data in format ``fmt``."""
+    return bool(cfg.output.tokens) and fmt in list(cfg.output.formats)
+
+
+def _store(run: Run, docs: Any) -> TokenStore:
+    store = TokenStore(run.out)
+    if not np.array_equal(store.doc_len, docs.doc_len):  # a store from another tokenizer
+        raise InputError(f"the token store in {run.out} does not match documents.parquet; "
+                         "rerun with overwrite=true")
+    return store
+
+
 def _shards(run: Run, inputs: Inputs) -> dict[str, Any]:
     out, cfg, docs = run.out, run.cfg, inputs["tokenize"]
-    if not cfg.output.tokens:
+    if not wants(cfg, "parquet"):
         shutil.rmtree(out / SHARD_DIR, ignore_errors=True)  # never leave another config's
         return {"written": False}
-    store = TokenStore(out)
-    if not np.array_equal(store.doc_len, docs.doc_len):  # a store from another tokenizer
-        raise InputError(f"the token store in {out} does not match documents.parquet; "
-                         "rerun with overwrite=true")
+    store = _store(run, docs)
     stats = write_shards(out, inputs["pack"], store, docs.corpus.docids, docs.eos,
                          docs.sep[0] if docs.sep else None, shuffle=bool(cfg.output.shuffle),
                          seed=cfg.seed, shard_tokens=int(cfg.output.shard_tokens),
@@ -56,3 +68,36 @@ def _shards(run: Run, inputs: Inputs) -> dict[str, Any]:
 
 SHARDS = Stage("shards", _shards, artifacts=lambda run: shard_files(run.out),
                reads=("output", "append_eos", "seed"), inputs=("tokenize", "pack"), final=True)
+
+
+def _format_stage(fmt: str, folder: str) -> Stage:
+    """The stage writing training data in ``fmt`` under ``<run>/<folder>/`` (its writer:
+    ``datasculpt.io.<fmt>``), or removing that folder when the config does not ask for it."""
+
+    def work(run: Run, inputs: Inputs) -> dict[str, Any]:
+        if not wants(run.cfg, fmt):
+            shutil.rmtree(run.out / folder, ignore_errors=True)
+            return {"written": False}
+        docs = inputs["tokenize"]
+        store = _store(run, docs)
+        order = row_order(inputs["pack"].n_sequences, bool(run.cfg.output.shuffle),
+                          int(run.cfg.seed))
+        stats = importlib.import_module(f"datasculpt.io.{fmt}").write(
+            run.out, inputs["pack"], store, docs.eos,
+            docs.sep[0] if docs.sep else None, order, ctx_len=int(run.cfg.ctx_len),
+            progress=run.progress)
+        log.info("%s: %d rows, %d tokens under %s", fmt, stats["rows"], stats["tokens"],
+                 run.out / folder)
+        return stats
+
+    def files(run: Run) -> list[str]:
+        return sorted(str(p.relative_to(run.out)) for p in (run.out / folder).rglob("*")
+                      if p.is_file())
+
+    return Stage(fmt, work, artifacts=files,
+                 reads=("output", "append_eos", "seed", "ctx_len"), inputs=("tokenize", "pack"),
+                 final=True)
+
+
+MEGATRON = _format_stage("megatron", "megatron")
+OLMO = _format_stage("olmo", "olmo")
