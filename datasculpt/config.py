@@ -133,6 +133,18 @@ OUTPUT_FORMATS = ("parquet", "megatron", "olmo")
 
 
 @dataclass
+class BalanceConfig:
+    """Rows ordered so data-parallel ranks carry the same attention work in every step
+    (``datasculpt.balance``, where the cost model is stated)."""
+
+    ranks: int = 0  # data-parallel ranks; 0: no balancing (the seeded shuffle)
+    micro_batch: int = 1  # rows per rank per step
+    window: int = 16  # steps pooled when balancing: a row moves at most this many steps
+    layout: str = "contiguous"  # contiguous: rank r reads rows r*mb.. of a step | strided
+    hidden: int = 4096  # the model width of the cost: sum(len^2) + 12 * hidden * tokens
+
+
+@dataclass
 class OutputConfig:
     """Training data: the same rows, in the same order, in every format asked for."""
 
@@ -141,6 +153,7 @@ class OutputConfig:
     # dataset (.bin + .idx) for Megatron-LM/NeMo (datasculpt.io.megatron) | olmo: olmo/, token
     # files for OLMo-core's numpy datasets (datasculpt.io.olmo)
     formats: list[str] = field(default_factory=lambda: ["parquet"])
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
     shuffle: bool = True  # seeded shuffle of the rows; false keeps pack order (clusters grouped)
     text: bool = False  # add a "text" column, the tokenizer's decode of input_ids
     shard_tokens: int = 50_000_000  # tokens per shard file (a longer sequence: its own file)
@@ -267,6 +280,14 @@ def validate(cfg: DictConfig) -> None:
     _check(all(f in OUTPUT_FORMATS for f in formats) and len(set(formats)) == len(formats),
            f"output.formats must be distinct names among {', '.join(OUTPUT_FORMATS)}, "
            f"got {formats}")
+    bal = cfg.output.balance
+    _check(bal.ranks >= 0, f"output.balance.ranks must be >= 0, got {bal.ranks}")
+    _check(bal.micro_batch >= 1,
+           f"output.balance.micro_batch must be >= 1, got {bal.micro_batch}")
+    _check(bal.window >= 1, f"output.balance.window must be >= 1, got {bal.window}")
+    _check(bal.layout in ("contiguous", "strided"),
+           f"output.balance.layout must be contiguous or strided, got {bal.layout!r}")
+    _check(bal.hidden >= 1, f"output.balance.hidden must be >= 1, got {bal.hidden}")
     _check(cfg.output.shard_tokens >= 1,
            f"output.shard_tokens must be >= 1, got {cfg.output.shard_tokens}")
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,

@@ -1,6 +1,7 @@
 """Stage 6, write: what users read. ``sequences.jsonl`` (one line per sequence of the run's
 method: its pieces, by document id) and the training shards under ``tokens/`` (the token
-ids of every sequence, separators placed, rows shuffled by the seed)."""
+ids of every sequence, separators placed, rows in the order every format shares: the
+seeded shuffle, balanced across data-parallel ranks when asked for)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from datasculpt.balance import output_order, sequence_costs
 from datasculpt.errors import InputError
-from datasculpt.io.rows import row_order
 from datasculpt.io.shards import SHARD_DIR, shard_files, write_shards
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import write_sequences
@@ -56,11 +57,18 @@ def _shards(run: Run, inputs: Inputs) -> dict[str, Any]:
         shutil.rmtree(out / SHARD_DIR, ignore_errors=True)  # never leave another config's
         return {"written": False}
     store = _store(run, docs)
-    stats = write_shards(out, inputs["pack"], store, docs.corpus.docids, docs.eos,
-                         docs.sep[0] if docs.sep else None, shuffle=bool(cfg.output.shuffle),
-                         seed=cfg.seed, shard_tokens=int(cfg.output.shard_tokens),
+    packing = inputs["pack"]
+    stats = write_shards(out, packing, store, docs.corpus.docids, docs.eos,
+                         docs.sep[0] if docs.sep else None,
+                         order=output_order(packing, docs.doc_len, docs.eos, cfg.output,
+                                            int(cfg.seed)),
+                         cost=sequence_costs(packing, docs.doc_len, docs.eos,
+                                             int(cfg.output.balance.hidden)),
+                         shard_tokens=int(cfg.output.shard_tokens),
                          text_tokenizer=docs.tokenizer if cfg.output.text else None,
                          progress=run.progress, executor=run.executor)
+    stats = {**stats, "shuffle": bool(cfg.output.shuffle),
+             "balanced_ranks": int(cfg.output.balance.ranks)}
     log.info("shards: %d rows in %d files under %s, %.0f tokens/s", stats["rows"],
              stats["shards"], out / SHARD_DIR, stats["tokens_per_s"] or 0)
     return stats
@@ -80,8 +88,8 @@ def _format_stage(fmt: str, folder: str) -> Stage:
             return {"written": False}
         docs = inputs["tokenize"]
         store = _store(run, docs)
-        order = row_order(inputs["pack"].n_sequences, bool(run.cfg.output.shuffle),
-                          int(run.cfg.seed))
+        order = output_order(inputs["pack"], docs.doc_len, docs.eos, run.cfg.output,
+                             int(run.cfg.seed))
         stats = importlib.import_module(f"datasculpt.io.{fmt}").write(
             run.out, inputs["pack"], store, docs.eos,
             docs.sep[0] if docs.sep else None, order, ctx_len=int(run.cfg.ctx_len),
