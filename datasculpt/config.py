@@ -106,6 +106,10 @@ class PackConfig:
     # window strategy: weight of a unit's highest cosine to the window's members, subtracted
     # from its score (maximal marginal relevance: variety within the window's topic).
     diversity: float = 0.0
+    # window strategy: cap a window's attention cost, the sum of its units' squared lengths,
+    # at cost_cap * ctx_len^2 (documents longer than sqrt(cost_cap) * ctx_len are cut to fit):
+    # windows of more similar training cost, for more sequences and cuts. 0: no cap.
+    cost_cap: float = 0.0
     # Units per task: consecutive clusters are packed in batches of about this many units,
     # each one gather of their embeddings (192 MiB at D = 384) and one executor task.
     task_units: int = 131072
@@ -259,6 +263,10 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= cfg.pack.max_waste <= 1.0,
            f"pack.max_waste must be in [0, 1], got {cfg.pack.max_waste}")
     _check(cfg.pack.fit_bias >= 0.0, f"pack.fit_bias must be >= 0, got {cfg.pack.fit_bias}")
+    _check(0.0 <= cfg.pack.cost_cap <= 1.0,
+           f"pack.cost_cap must be in [0, 1] (0: no cap), got {cfg.pack.cost_cap}")
+    _check(not cfg.pack.cost_cap or cfg.pack.strategy == "window",
+           "pack.cost_cap needs pack.strategy=window")
     _check(cfg.pack.diversity >= 0.0, f"pack.diversity must be >= 0, got {cfg.pack.diversity}")
     _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
     _check(cfg.backend.name in ("auto", "gpu", "cpu"),

@@ -266,7 +266,7 @@ def _pack_run(
         k_all = np.concatenate([j[1] for j in live])
         g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
         solved = solve(xp, rows, lens, members, g_first, g_count, k_all, ctx_len, fit_bias,
-                       diversity=float(cfg.diversity), budget=budget)
+                       diversity=float(cfg.diversity), budget=budget, sq_cap=sq_cap(cfg, ctx_len))
         n_blocks += solved.blocks
         n_steps += solved.steps
         at = 0
@@ -314,7 +314,7 @@ def _pack_run_task(run: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
 
 def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
                   ctx_len: int, fit_bias: float, diversity: float = 0.0,
-                  budget: int | None = None,
+                  budget: int | None = None, sq: float = 0.0,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     """One run of remainder chunks (an executor task): the chunks' units, their windows
     (numbered from 0 over the run) and steps, the run's window count, and the greedy's blocks
@@ -322,17 +322,19 @@ def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
     emb = on_task_device(emb)
     xp = xp_of(emb)
     with one_blas_thread():
-        return _solve_part(xp, emb, part, s_doc, s_len, ctx_len, fit_bias, diversity, budget)
+        return _solve_part(xp, emb, part, s_doc, s_len, ctx_len, fit_bias, diversity, budget,
+                           sq)
 
 
 def _solve_part(xp: Any, emb: Any, part: list[np.ndarray], s_doc: np.ndarray,
                 s_len: np.ndarray, ctx_len: int, fit_bias: float, diversity: float,
-                budget: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+                budget: int | None, sq: float,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     members, g_first, g_count = groups(part)
     k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
     rows = emb[xp.asarray(s_doc[members])]
     solved = solve(xp, rows, s_len[members], np.arange(members.shape[0]), g_first, g_count,
-                   k_win, ctx_len, fit_bias, diversity=diversity, budget=budget)
+                   k_win, ctx_len, fit_bias, diversity=diversity, budget=budget, sq_cap=sq)
     base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
     return (members, np.where(solved.win >= 0, base + solved.win, -1), solved.step,
             int(k_win.sum()), solved.blocks, solved.steps)
@@ -342,6 +344,7 @@ def _remainder_pass(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
     unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
     fit_bias: float, executor: Executor, diversity: float = 0.0, budget: int | None = None,
+    sq: float = 0.0,
 ) -> tuple[int, int, int]:
     """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
     consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
@@ -362,7 +365,7 @@ def _remainder_pass(
     runs = [chunks[i : i + per] for i in range(0, len(chunks), per)]
     solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
                           emb=emb, s_doc=s_doc, s_len=s_len, ctx_len=ctx_len,
-                          fit_bias=fit_bias, diversity=diversity, budget=budget)
+                          fit_bias=fit_bias, diversity=diversity, budget=budget, sq=sq)
     n_blocks = n_steps = 0
     for members, w_run, s_local, n_run, blk, stp in solved:
         placed = w_run >= 0
@@ -378,6 +381,11 @@ def _workers(xp: Any) -> int:
     """Threads for independent batches in one process: the host's cores (at most 4: the
     batches share its memory bandwidth); one on the GPU, where a batch already fills it."""
     return host_threads() if xp is np else 1
+
+
+def sq_cap(cfg: Any, ctx_len: int) -> float:
+    """The squared-length budget of a window (``pack.cost_cap * ctx_len**2``; 0: none)."""
+    return float(getattr(cfg, "cost_cap", 0.0) or 0.0) * float(ctx_len) ** 2
 
 
 def _block_budget(xp: Any, cfg: Any) -> int | None:
@@ -495,7 +503,7 @@ def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
     for size in sizes:
         n_win, blk, stp = _remainder_pass(
             xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win, rank, ctx_len,
-            float(cfg.fit_bias), executor, float(cfg.diversity), budget)
+            float(cfg.fit_bias), executor, float(cfg.diversity), budget, sq_cap(cfg, ctx_len))
         n_blocks += blk
         n_steps += stp
         rem = rem[unit_win[rem] < 0]  # still in path order
