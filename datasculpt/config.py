@@ -267,6 +267,10 @@ def validate(cfg: DictConfig) -> None:
     _check(all(f in OUTPUT_FORMATS for f in formats) and len(set(formats)) == len(formats),
            f"output.formats must be distinct names among {', '.join(OUTPUT_FORMATS)}, "
            f"got {formats}")
+    # OLMo-core sees where documents end only at the separator (datasculpt/io/olmo.py).
+    _check(bool(cfg.append_eos) or "olmo" not in formats or not cfg.output.tokens,
+           "output.formats=olmo needs append_eos=true: OLMo-core finds document boundaries "
+           "(doc_lens) only at the separator (its eos_token_id)")
     _check(cfg.output.shard_tokens >= 1,
            f"output.shard_tokens must be >= 1, got {cfg.output.shard_tokens}")
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,
