@@ -296,6 +296,10 @@ def validate(cfg: DictConfig) -> None:
     _check(bal.layout in ("contiguous", "strided"),
            f"output.balance.layout must be contiguous or strided, got {bal.layout!r}")
     _check(bal.hidden >= 1, f"output.balance.hidden must be >= 1, got {bal.hidden}")
+    # OLMo-core sees where documents end only at the separator (datasculpt/io/olmo.py).
+    _check(bool(cfg.append_eos) or "olmo" not in formats or not cfg.output.tokens,
+           "output.formats=olmo needs append_eos=true: OLMo-core finds document boundaries "
+           "(doc_lens) only at the separator (its eos_token_id)")
     _check(cfg.output.shard_tokens >= 1,
            f"output.shard_tokens must be >= 1, got {cfg.output.shard_tokens}")
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,
