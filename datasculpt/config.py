@@ -296,6 +296,10 @@ def validate(cfg: DictConfig) -> None:
     _check(bal.layout in ("contiguous", "strided"),
            f"output.balance.layout must be contiguous or strided, got {bal.layout!r}")
     _check(bal.hidden >= 1, f"output.balance.hidden must be >= 1, got {bal.hidden}")
+    # Megatron sees where documents end only at its EOD token (datasculpt/io/megatron.py).
+    _check(bool(cfg.append_eos) or "megatron" not in formats or not cfg.output.tokens,
+           "output.formats=megatron needs append_eos=true: Megatron finds document boundaries "
+           "only at its EOD token (the separator)")
     # OLMo-core sees where documents end only at the separator (datasculpt/io/olmo.py).
     _check(bool(cfg.append_eos) or "olmo" not in formats or not cfg.output.tokens,
            "output.formats=olmo needs append_eos=true: OLMo-core finds document boundaries "
