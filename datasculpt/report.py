@@ -101,7 +101,8 @@ def _balance_lines(bal: dict[str, Any]) -> list[str]:
     m = bal["step_model"]
     return [
         "## Balance across data-parallel ranks", "",
-        f"{bal['ranks']} ranks x {bal['micro_batch']} rows per step ({bal['layout']}), "
+        f"{bal['ranks']} ranks, {bal['micro_batch']} row(s) per rank per step "
+        f"({bal['layout']}), "
         f"{bal['steps']} full steps, rows pooled over {bal['window']} steps; cost per row "
         f"{bal['cost']}.", "",
         "| rows | imbalance (max / mean rank cost, mean over steps) | simulated step time |",
