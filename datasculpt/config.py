@@ -106,6 +106,10 @@ class PackConfig:
     # window strategy: weight of a unit's highest cosine to the window's members, subtracted
     # from its score (maximal marginal relevance: variety within the window's topic).
     diversity: float = 0.0
+    # window strategy: cap a window's attention cost, the sum of its units' squared lengths,
+    # at cost_cap * ctx_len^2 (documents longer than sqrt(cost_cap) * ctx_len are cut to fit):
+    # windows of more similar training cost, for more sequences and cuts. 0: no cap.
+    cost_cap: float = 0.0
     # Units per task: consecutive clusters are packed in batches of about this many units,
     # each one gather of their embeddings (192 MiB at D = 384) and one executor task.
     task_units: int = 131072
@@ -129,11 +133,31 @@ class PackConfig:
     knn_k: int = 10
 
 
+OUTPUT_FORMATS = ("parquet", "megatron", "olmo")
+
+
+@dataclass
+class BalanceConfig:
+    """Rows ordered so data-parallel ranks carry the same attention work in every step
+    (``datasculpt.balance``, where the cost model is stated)."""
+
+    ranks: int = 0  # data-parallel ranks; 0: no balancing (the seeded shuffle)
+    micro_batch: int = 1  # rows per rank per step
+    window: int = 16  # steps pooled when balancing: a row moves at most this many steps
+    layout: str = "contiguous"  # contiguous: rank r reads rows r*mb.. of a step | strided
+    hidden: int = 4096  # the model width of the cost: sum(len^2) + 12 * hidden * tokens
+
+
 @dataclass
 class OutputConfig:
-    """Training shards under ``<run>/tokens/`` (``datasculpt.io.shards``)."""
+    """Training data: the same rows, in the same order, in every format asked for."""
 
-    tokens: bool = True  # write the Parquet shards
+    tokens: bool = True  # write training data (every format in ``formats``); false: none
+    # parquet: tokens/part-*.parquet (datasculpt.io.shards) | megatron: megatron/, an indexed
+    # dataset (.bin + .idx) for Megatron-LM/NeMo (datasculpt.io.megatron) | olmo: olmo/, token
+    # files for OLMo-core's numpy datasets (datasculpt.io.olmo)
+    formats: list[str] = field(default_factory=lambda: ["parquet"])
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
     shuffle: bool = True  # seeded shuffle of the rows; false keeps pack order (clusters grouped)
     text: bool = False  # add a "text" column, the tokenizer's decode of input_ids
     shard_tokens: int = 50_000_000  # tokens per shard file (a longer sequence: its own file)
@@ -239,6 +263,10 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= cfg.pack.max_waste <= 1.0,
            f"pack.max_waste must be in [0, 1], got {cfg.pack.max_waste}")
     _check(cfg.pack.fit_bias >= 0.0, f"pack.fit_bias must be >= 0, got {cfg.pack.fit_bias}")
+    _check(0.0 <= cfg.pack.cost_cap <= 1.0,
+           f"pack.cost_cap must be in [0, 1] (0: no cap), got {cfg.pack.cost_cap}")
+    _check(not cfg.pack.cost_cap or cfg.pack.strategy == "window",
+           "pack.cost_cap needs pack.strategy=window")
     _check(cfg.pack.diversity >= 0.0, f"pack.diversity must be >= 0, got {cfg.pack.diversity}")
     _check(cfg.pack.knn_k >= 1, f"pack.knn_k must be >= 1, got {cfg.pack.knn_k}")
     _check(cfg.backend.name in ("auto", "gpu", "cpu"),
@@ -256,6 +284,26 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.embed.batch_size >= 1 and cfg.embed.max_length >= 1,
            "embed.batch_size and embed.max_length must be >= 1")
     _check(cfg.tokenize_batch_size >= 1, "tokenize_batch_size must be >= 1")
+    formats = list(cfg.output.formats)
+    _check(all(f in OUTPUT_FORMATS for f in formats) and len(set(formats)) == len(formats),
+           f"output.formats must be distinct names among {', '.join(OUTPUT_FORMATS)}, "
+           f"got {formats}")
+    bal = cfg.output.balance
+    _check(bal.ranks >= 0, f"output.balance.ranks must be >= 0, got {bal.ranks}")
+    _check(bal.micro_batch >= 1,
+           f"output.balance.micro_batch must be >= 1, got {bal.micro_batch}")
+    _check(bal.window >= 1, f"output.balance.window must be >= 1, got {bal.window}")
+    _check(bal.layout in ("contiguous", "strided"),
+           f"output.balance.layout must be contiguous or strided, got {bal.layout!r}")
+    _check(bal.hidden >= 1, f"output.balance.hidden must be >= 1, got {bal.hidden}")
+    # Megatron sees where documents end only at its EOD token (datasculpt/io/megatron.py).
+    _check(bool(cfg.append_eos) or "megatron" not in formats or not cfg.output.tokens,
+           "output.formats=megatron needs append_eos=true: Megatron finds document boundaries "
+           "only at its EOD token (the separator)")
+    # OLMo-core sees where documents end only at the separator (datasculpt/io/olmo.py).
+    _check(bool(cfg.append_eos) or "olmo" not in formats or not cfg.output.tokens,
+           "output.formats=olmo needs append_eos=true: OLMo-core finds document boundaries "
+           "(doc_lens) only at the separator (its eos_token_id)")
     _check(cfg.output.shard_tokens >= 1,
            f"output.shard_tokens must be >= 1, got {cfg.output.shard_tokens}")
     _check(cfg.cluster.k is None or cfg.cluster.k >= 1,

@@ -32,7 +32,7 @@ from datasculpt.stages.judge import judge_stage
 from datasculpt.stages.pack import BASELINES, pack_stage
 from datasculpt.stages.report import remove_report, report_run
 from datasculpt.stages.tokenize import TOKENIZE
-from datasculpt.stages.write import SHARDS, sequences_stage
+from datasculpt.stages.write import MEGATRON, OLMO, SHARDS, sequences_stage
 
 log = logging.getLogger("datasculpt")
 
@@ -58,7 +58,7 @@ def plan(cfg: DictConfig) -> list[Stage]:
     stages += packs.values()
     if cfg.judge.enabled:
         stages.append(judge_stage({m: s.name for m, s in packs.items()}))
-    return [*stages, sequences_stage(need_cluster), SHARDS]
+    return [*stages, sequences_stage(need_cluster), SHARDS, MEGATRON, OLMO]
 
 
 def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:

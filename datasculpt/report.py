@@ -74,6 +74,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", *_against_random(methods, reference)]
     if gain:
         lines += ["", *_gain_notes(gain, names)]
+    if report.get("balance"):
+        lines += ["", *_balance_lines(report["balance"])]
     rungs = run.get("rungs") or {}
     lines += ["", "## Stages", "", "| stage | seconds | reused | ran on |", "|---|---|---|---|"]
     for name, st in report["stages"].items():
@@ -91,6 +93,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _balance_lines(bal: dict[str, Any]) -> list[str]:
+    """The load balance of the data-parallel ranks, before and after ordering the rows."""
+    imb, sec = bal["imbalance"], bal["step_seconds"]
+    m = bal["step_model"]
+    return [
+        "## Balance across data-parallel ranks", "",
+        f"{bal['ranks']} ranks, {bal['micro_batch']} row(s) per rank per step "
+        f"({bal['layout']}), "
+        f"{bal['steps']} full steps, rows pooled over {bal['window']} steps; cost per row "
+        f"{bal['cost']}.", "",
+        "| rows | imbalance (max / mean rank cost, mean over steps) | simulated step time |",
+        "|---|---|---|",
+        f"| shuffled | {_fmt(imb['unbalanced'], '{:.4f}')} | {sec['unbalanced']:.1f} s |",
+        f"| balanced (written) | {_fmt(imb['balanced'], '{:.4f}')} | {sec['balanced']:.1f} s |",
+        "",
+        f"Step time: each step lasts as long as its most loaded rank, for a {m['layers']}-layer "
+        f"model of width {m['hidden']} at {m['mfu']:.0%} of {m['peak_flops'] / 1e12:.0f} "
+        "TFLOP/s, forward and backward.",
+    ]
 
 
 GAIN_ROWS = (

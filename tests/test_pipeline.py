@@ -42,20 +42,27 @@ def _changed(tmp: Path, **overrides: Any) -> set[str]:
     return {name for name in base if base[name] != other[name]}
 
 
+# The stages that write what users read from the run's packing.
+WRITERS = ("sequences", "shards", "megatron", "olmo")
+
+
 def test_the_plan_of_a_default_run(tmp_path) -> None:
     assert list(_digests(tmp_path)) == ["tokenize", "embed", "cluster", "pack", "pack_concat",
-                                        "pack_bfd", "pack_iclm", "sequences", "shards"]
+                                        "pack_bfd", "pack_iclm", "sequences", "shards",
+                                        "megatron", "olmo"]
     cfg = default_config(**{"pack.method": "bfd", "report.semantic_metrics": False})
-    assert [s.name for s in plan(cfg)] == ["tokenize", "pack", "sequences", "shards"]
+    # Every format's stage is planned: one not asked for removes what another config wrote.
+    assert [s.name for s in plan(cfg)] == ["tokenize", "pack", "sequences", "shards",
+                                           "megatron", "olmo"]
 
 
 def test_a_knob_of_one_pack_method_repacks_that_method_only(tmp_path) -> None:
     assert _changed(tmp_path, **{"pack.knn_k": 5}) == {"pack_iclm"}
-    assert _changed(tmp_path, **{"pack.fit_bias": 0.3}) == {"pack", "sequences", "shards"}
+    assert _changed(tmp_path, **{"pack.fit_bias": 0.3}) == {"pack", *WRITERS}
     # a knob of the unit strategy does not touch the default window strategy's packing
     assert _changed(tmp_path, **{"pack.batch_size": 8}) == set()
     assert _changed(tmp_path, **{"pack.strategy": "unit", "pack.batch_size": 8}) == {
-        "pack", "sequences", "shards"}
+        "pack", *WRITERS}
     # the seed: k-means, the seeded packers and the shards' shuffle (bfd has no random choice)
     assert _changed(tmp_path, seed=1) == set(_digests(tmp_path)) - {"tokenize", "embed",
                                                                     "pack_bfd"}
@@ -63,7 +70,7 @@ def test_a_knob_of_one_pack_method_repacks_that_method_only(tmp_path) -> None:
 
 def test_the_embed_model_recomputes_embed_and_what_reads_it_not_tokenize(tmp_path) -> None:
     assert _changed(tmp_path, **{"embed.model": "/elsewhere/encoder"}) == {
-        "embed", "cluster", "pack", "pack_iclm", "sequences", "shards"}
+        "embed", "cluster", "pack", "pack_iclm", *WRITERS}
     # a setting only embed=static reads leaves an encoder run's embeddings alone
     assert _changed(tmp_path, **{"embed.pca_dims": 128}) == set()
     assert _changed(tmp_path, tokenizer="/elsewhere/tokenizer") == set(_digests(tmp_path))
@@ -142,7 +149,8 @@ def test_a_rerun_gives_the_same_bytes_and_a_pack_knob_reuses_what_comes_before(
     assert all(_reused(again).values())
     _, knob = run_pipeline(tmp_path / "a", docs, **over, **{"pack.max_group": 4})
     assert _reused(knob) == {"tokenize": True, "embed": True, "cluster": True, "pack": False,
-                             "sequences": False, "shards": False}
+                             "sequences": False, "shards": False, "megatron": False,
+                             "olmo": False}
     _, fresh = run_pipeline(tmp_path / "a", docs, **over, overwrite=True)
     assert not any(_reused(fresh).values())
     assert _outputs(out) == reference

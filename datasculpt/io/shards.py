@@ -6,15 +6,16 @@
 list<int32> (restarting at 0 at every piece, the flash-attention varlen convention),
 ``cu_seqlens`` list<int32> (``0, len(piece 1), ..., len(input_ids)``), ``seq_lengths``
 list<int32> (each piece's length; TRL's column name for packed data), ``docids``
-list<string>, and ``text`` (the decoded ``input_ids``) when asked for.
+list<string>, ``cost`` int64 (the row's training cost, ``sum(len^2) + 12 * hidden * tokens``:
+``datasculpt.balance``), and ``text`` (the decoded ``input_ids``) when asked for.
 
-Rows are in a seeded shuffle of the sequences (pack order groups clusters, which would bias a
-trainer's batches) unless ``shuffle`` is off. Ids come from the token store by random access
-and each Parquet row group (about ``ROW_GROUP_TOKENS`` tokens) is assembled with whole-array
-operations, so memory holds one row group per shard being written, never a shard or the
-corpus; shards are independent, so an executor writes them side by side. The shards are
-written into a temporary directory that replaces ``tokens/`` only when every shard is
-complete.
+Rows are in the order every format shares (``balance.output_order``: a seeded shuffle of the
+sequences, since pack order groups clusters, balanced across ranks when asked for). Ids come
+from the token store by random access and each Parquet row group (about ``ROW_GROUP_TOKENS``
+tokens) is assembled with whole-array operations, so memory holds one row group per shard
+being written, never a shard or the corpus; shards are independent, so an executor writes
+them side by side. The shards are written into a temporary directory that replaces
+``tokens/`` only when every shard is complete.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 
 from datasculpt.executors import Executor
 from datasculpt.executors.base import host_threads
-from datasculpt.io.rows import assemble, row_order, sequence_heads, token_groups
+from datasculpt.io.rows import assemble, sequence_heads, token_groups
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import public_mode
 from datasculpt.progress import progress_bar
@@ -42,7 +43,8 @@ from datasculpt.types import Packing
 
 SHARD_DIR = "tokens"
 ROW_GROUP_TOKENS = 1 << 21  # tokens per Parquet row group: bounds the writer's memory
-COLUMNS = ("seq_id", "input_ids", "position_ids", "cu_seqlens", "seq_lengths", "docids")
+COLUMNS = ("seq_id", "input_ids", "position_ids", "cu_seqlens", "seq_lengths", "docids",
+           "cost")
 
 
 def _lists(offsets: np.ndarray, values: Any) -> pa.Array:
@@ -51,7 +53,8 @@ def _lists(offsets: np.ndarray, values: Any) -> pa.Array:
 
 
 def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: TokenStore,
-                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None) -> pa.Table:
+                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None,
+                 cost: np.ndarray) -> pa.Table:
     """The rows of sequences ``seqs`` (in this order) as one Arrow table."""
     r = assemble(packing, heads, seqs, store, eos, sep_id)
     ids, row_off, piece_off, plen = r.ids, r.row_off, r.piece_off, r.plen
@@ -72,6 +75,7 @@ def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: T
         "cu_seqlens": _lists(cu_off, pa.array(cu)),
         "seq_lengths": _lists(piece_off, pa.array(plen.astype(np.int32))),
         "docids": _lists(piece_off, pa.array(docids[doc].tolist(), type=pa.string())),
+        "cost": pa.array(cost[seqs].astype(np.int64)),
     }
     if tok is not None:
         columns["text"] = pa.array(tok.batch_decode(
@@ -82,7 +86,8 @@ def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: T
 
 def _write_shard(k: int, *, run_dir: str, tmp: str, packing: Packing, heads: np.ndarray,
                  order: np.ndarray, bounds: list[int], seq_tokens: np.ndarray,
-                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None) -> int:
+                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None,
+                 cost: np.ndarray) -> int:
     """Write shard ``k`` (an executor task); returns its row count.
 
     A shard is assembled one row group at a time: memory holds ``ROW_GROUP_TOKENS`` tokens'
@@ -93,7 +98,8 @@ def _write_shard(k: int, *, run_dir: str, tmp: str, packing: Packing, heads: np.
     cuts = [a + c for c in token_groups(seq_tokens, order[a:b], ROW_GROUP_TOKENS)]
     writer = None
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        table = _shard_table(packing, heads, order[lo:hi], store, docids, eos, sep_id, tok)
+        table = _shard_table(packing, heads, order[lo:hi], store, docids, eos, sep_id, tok,
+                             cost)
         if writer is None:
             writer = pq.ParquetWriter(Path(tmp) / f"part-{k:05d}.parquet", table.schema)
         writer.write_table(table)
@@ -110,8 +116,8 @@ def write_shards(
     eos: int,
     sep_id: int | None,
     *,
-    shuffle: bool,
-    seed: int,
+    order: np.ndarray,
+    cost: np.ndarray,
     shard_tokens: int,
     text_tokenizer: Any | None = None,
     progress: bool = True,
@@ -119,14 +125,15 @@ def write_shards(
 ) -> dict[str, Any]:
     """Write ``run_dir/tokens/part-*.parquet`` (replacing what was there); returns stats.
 
-    ``text_tokenizer`` adds the ``text`` column (its decode of ``input_ids``). Shards are
+    Rows go in ``order`` (``balance.output_order``), each with its ``cost``
+    (``balance.sequence_costs``). ``text_tokenizer`` adds the ``text`` column (its decode
+    of ``input_ids``). Shards are
     independent: ``executor`` writes them side by side (each reads the token store itself).
     """
     t0 = time.perf_counter()
     n_seq = packing.n_sequences
     heads = sequence_heads(packing)
     seq_tokens = packing.seq_tokens(store.doc_len, eos)
-    order = row_order(n_seq, shuffle, seed)
     # Shards of at most shard_tokens tokens (a longer sequence gets a shard of its own).
     bounds = token_groups(seq_tokens, order, shard_tokens)
     final = run_dir / SHARD_DIR
@@ -140,7 +147,7 @@ def write_shards(
                                  run_dir=str(run_dir), tmp=str(tmp), packing=packing,
                                  heads=heads, order=order, bounds=bounds, seq_tokens=seq_tokens,
                                  docids=np.asarray(docids, dtype=object), eos=eos,
-                                 sep_id=sep_id, tok=text_tokenizer):
+                                 sep_id=sep_id, tok=text_tokenizer, cost=cost):
             bar.update(rows)
         bar.close()
         old = None
@@ -157,7 +164,7 @@ def write_shards(
     seconds = time.perf_counter() - t0
     tokens = int(seq_tokens.sum())
     return {"shards": len(bounds) - 1, "rows": n_seq, "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds if seconds > 0 else None, "shuffle": shuffle}
+            "tokens_per_s": tokens / seconds if seconds > 0 else None}
 
 
 def shard_files(run_dir: Path) -> list[str]:

@@ -63,6 +63,11 @@ def pack_datasculpt(
     if np.any(units.length > ctx_len):
         raise ValueError("a unit is longer than ctx_len; cut long documents before packing")
 
+    cost_cap = float(getattr(cfg, "cost_cap", 0.0) or 0.0)
+    if cost_cap:  # no unit may hold more attention than a window is allowed
+        from datasculpt.tokenize import make_units
+
+        units = make_units(units.doc_len, max(1, int(np.sqrt(cost_cap) * ctx_len)), units.eos)
     su = sort_units(units, clusters)
     with one_blas_thread():  # the kernels' choices must not depend on the cores (blas.py)
         return _pack(units, su, xp, emb, ctx_len, cfg, strategy, mode, batch_size, executor,

@@ -124,20 +124,42 @@ def _split(x: np.ndarray, max_group: int) -> list[np.ndarray]:
     return parts
 
 
+def _fill(win: np.ndarray, lens: np.ndarray, n_win: int, ctx_len: int, sq: float) -> np.ndarray:
+    """Each window's fill in tokens; with an attention budget (``sq``, ``pack.cost_cap``)
+    the larger of its tokens and its used budget in token-equivalents (``ctx_len`` when the
+    budget is spent): a window is full when either runs out."""
+    fill = np.bincount(win, weights=lens, minlength=n_win)
+    if sq:
+        squares = np.bincount(win, weights=lens.astype(np.float64) ** 2, minlength=n_win)
+        fill = np.maximum(fill, squares * (ctx_len / sq))
+    return fill
+
+
+def _windows_needed(lens: np.ndarray, g_first: np.ndarray, ctx_len: int,
+                    sq: float) -> np.ndarray:
+    """Windows a group's units fill: ``floor(tokens / ctx_len)``, or as many as its squared
+    lengths fill of the attention budget (``sq``) if that is more."""
+    k = np.add.reduceat(lens, g_first) // ctx_len
+    if sq:
+        k = np.maximum(k, (np.add.reduceat(lens.astype(np.float64) ** 2, g_first) // sq)
+                       .astype(np.int64))
+    return k
+
+
 def _dissolve(win: np.ndarray, members: np.ndarray, lens: np.ndarray, n_win: int,
-              floor: float, eligible: np.ndarray) -> int:
-    """Unplace (``win = -1``) the units of the ``eligible`` windows holding less than
+              floor: float, eligible: np.ndarray, ctx_len: int = 0, sq: float = 0.0) -> int:
+    """Unplace (``win = -1``) the units of the ``eligible`` windows filled (``_fill``) below
     ``floor`` tokens; ``win`` holds window ids ``0 .. n_win`` (-1: unplaced) aligned with
     ``members``. Returns how many non-empty windows were dissolved."""
     placed = win >= 0
-    fill = np.bincount(win[placed], weights=lens[members[placed]], minlength=n_win)
+    fill = _fill(win[placed], lens[members[placed]], n_win, ctx_len, sq)
     weak = (fill < floor) & eligible
     win[placed & weak[np.where(placed, win, 0)]] = -1
     return int((weak & (fill > 0)).sum())
 
 
 def _trim_waste(win: np.ndarray, step: np.ndarray, lens: np.ndarray, n_win: int, ctx_len: int,
-                max_waste: float) -> int:
+                max_waste: float, sq: float = 0.0) -> int:
     """Unplace the units of the emptiest windows until the others leave at most
     ``max_waste`` of their capacity empty; returns how many windows were dissolved.
 
@@ -145,9 +167,10 @@ def _trim_waste(win: np.ndarray, step: np.ndarray, lens: np.ndarray, n_win: int,
     costs sequences, and the remainder pass, which mixes the units of neighbouring clusters,
     can fill them. Dissolving the emptiest first keeps as many coherent windows as the budget
     allows, whatever the corpus (a fixed fill threshold dissolved too few windows on some
-    corpora and too many on others)."""
+    corpora and too many on others). With an attention budget a window is full when its
+    tokens or its budget run out (``_fill``)."""
     placed = win >= 0
-    fill = np.bincount(win[placed], weights=lens[placed], minlength=n_win)
+    fill = _fill(win[placed], lens[placed], n_win, ctx_len, sq)
     used = np.flatnonzero(fill > 0)
     if not used.size:
         return 0
@@ -220,6 +243,7 @@ def _pack_run(
     waste budget, exactly as when packed alone; only the greedy runs over the groups of all
     of them at once (on a GPU, one pass of a few hundred steps instead of one per batch)."""
     max_group, fit_bias = int(cfg.max_group), float(cfg.fit_bias)
+    sq = sq_cap(cfg, ctx_len)
     lo = int(firsts[0][0])
     hi = int(firsts[-1][-1] + counts[-1][-1])
     rows = emb[xp.asarray(s_doc[lo:hi])]  # the run's embeddings, in sorted order
@@ -252,7 +276,7 @@ def _pack_run(
             if not members.size:
                 jobs.append(None)
                 continue
-            k_win = np.add.reduceat(lens[members], g_first) // ctx_len
+            k_win = _windows_needed(lens[members], g_first, ctx_len, sq)
             if level == 1:
                 k_win = np.maximum(1, k_win)
             keep = k_win > 0
@@ -266,7 +290,7 @@ def _pack_run(
         k_all = np.concatenate([j[1] for j in live])
         g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
         solved = solve(xp, rows, lens, members, g_first, g_count, k_all, ctx_len, fit_bias,
-                       diversity=float(cfg.diversity), budget=budget)
+                       diversity=float(cfg.diversity), budget=budget, sq_cap=sq)
         n_blocks += solved.blocks
         n_steps += solved.steps
         at = 0
@@ -282,7 +306,7 @@ def _pack_run(
             if level == 1:  # a part that could not fill a window leaves it to its pool
                 in_split = np.repeat(st.split[owner[keep]], k_win)
                 st.dissolved += _dissolve(w_new, b_members, lens, int(k_win.sum()),
-                                          _SPLIT_FILL * ctx_len, in_split)
+                                          _SPLIT_FILL * ctx_len, in_split, ctx_len, sq)
             placed = w_new >= 0
             win[b_members[placed]] = st.n_win + w_new[placed]
             step[b_members[placed]] = st.n_steps + s_local[placed]
@@ -292,7 +316,7 @@ def _pack_run(
     for st in states:
         b_win, b_step = win[st.lo : st.hi].copy(), step[st.lo : st.hi].copy()
         st.dissolved += _trim_waste(b_win, b_step, lens[st.lo : st.hi], st.n_win, ctx_len,
-                                    float(cfg.max_waste))
+                                    float(cfg.max_waste), sq)
         sums = xp.stack([rows[f : f + n].sum(axis=0)
                          for f, n in zip(st.loc.tolist(), st.count.tolist(), strict=True)])
         out.append(_Batch(win=b_win, step=b_step, n_win=st.n_win, n_steps=st.n_steps,
@@ -314,7 +338,7 @@ def _pack_run_task(run: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
 
 def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len: np.ndarray,
                   ctx_len: int, fit_bias: float, diversity: float = 0.0,
-                  budget: int | None = None,
+                  budget: int | None = None, sq: float = 0.0,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     """One run of remainder chunks (an executor task): the chunks' units, their windows
     (numbered from 0 over the run) and steps, the run's window count, and the greedy's blocks
@@ -322,17 +346,19 @@ def _solve_chunks(part: list[np.ndarray], *, emb: Any, s_doc: np.ndarray, s_len:
     emb = on_task_device(emb)
     xp = xp_of(emb)
     with one_blas_thread():
-        return _solve_part(xp, emb, part, s_doc, s_len, ctx_len, fit_bias, diversity, budget)
+        return _solve_part(xp, emb, part, s_doc, s_len, ctx_len, fit_bias, diversity, budget,
+                           sq)
 
 
 def _solve_part(xp: Any, emb: Any, part: list[np.ndarray], s_doc: np.ndarray,
                 s_len: np.ndarray, ctx_len: int, fit_bias: float, diversity: float,
-                budget: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+                budget: int | None, sq: float,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int]:
     members, g_first, g_count = groups(part)
-    k_win = np.add.reduceat(s_len[members], g_first) // ctx_len
+    k_win = _windows_needed(s_len[members], g_first, ctx_len, sq)
     rows = emb[xp.asarray(s_doc[members])]
     solved = solve(xp, rows, s_len[members], np.arange(members.shape[0]), g_first, g_count,
-                   k_win, ctx_len, fit_bias, diversity=diversity, budget=budget)
+                   k_win, ctx_len, fit_bias, diversity=diversity, budget=budget, sq_cap=sq)
     base = np.repeat(np.concatenate(([0], np.cumsum(k_win)[:-1])), g_count)
     return (members, np.where(solved.win >= 0, base + solved.win, -1), solved.step,
             int(k_win.sum()), solved.blocks, solved.steps)
@@ -342,6 +368,7 @@ def _remainder_pass(
     xp: Any, emb: Any, s_doc: np.ndarray, s_len: np.ndarray, rem: np.ndarray, size: int,
     unit_win: np.ndarray, unit_rank: np.ndarray, n_win: int, rank: int, ctx_len: int,
     fit_bias: float, executor: Executor, diversity: float = 0.0, budget: int | None = None,
+    sq: float = 0.0,
 ) -> tuple[int, int, int]:
     """Pack ``rem`` (sorted positions in cluster-path order) in chunks of at most ``size``
     consecutive units, each into ``floor(tokens / ctx_len)`` windows numbered from ``n_win``.
@@ -362,7 +389,7 @@ def _remainder_pass(
     runs = [chunks[i : i + per] for i in range(0, len(chunks), per)]
     solved = executor.map(_solve_chunks, runs, threads=_workers(xp), gpu=xp is not np,
                           emb=emb, s_doc=s_doc, s_len=s_len, ctx_len=ctx_len,
-                          fit_bias=fit_bias, diversity=diversity, budget=budget)
+                          fit_bias=fit_bias, diversity=diversity, budget=budget, sq=sq)
     n_blocks = n_steps = 0
     for members, w_run, s_local, n_run, blk, stp in solved:
         placed = w_run >= 0
@@ -378,6 +405,12 @@ def _workers(xp: Any) -> int:
     """Threads for independent batches in one process: the host's cores (at most 4: the
     batches share its memory bandwidth); one on the GPU, where a batch already fills it."""
     return host_threads() if xp is np else 1
+
+
+def sq_cap(cfg: Any, ctx_len: int) -> float:
+    """The squared-length budget of a window (``pack.cost_cap * ctx_len**2`` rounded down,
+    as the greedy uses it; 0: none)."""
+    return float(np.floor(float(getattr(cfg, "cost_cap", 0.0) or 0.0) * float(ctx_len) ** 2))
 
 
 def _block_budget(xp: Any, cfg: Any) -> int | None:
@@ -495,7 +528,7 @@ def assign_windows(xp: Any, emb: Any, su: SortedUnits, ctx_len: int, cfg: Any,
     for size in sizes:
         n_win, blk, stp = _remainder_pass(
             xp, emb, s_doc, s_len, rem, size, unit_win, unit_rank, n_win, rank, ctx_len,
-            float(cfg.fit_bias), executor, float(cfg.diversity), budget)
+            float(cfg.fit_bias), executor, float(cfg.diversity), budget, sq_cap(cfg, ctx_len))
         n_blocks += blk
         n_steps += stp
         rem = rem[unit_win[rem] < 0]  # still in path order

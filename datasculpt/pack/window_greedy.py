@@ -36,7 +36,7 @@ _UNFIT = 1e7  # score penalty per token a unit overflows the window by
 
 def greedy_block(
     xp: Any, e: Any, lens: Any, n_real: np.ndarray, k_win: np.ndarray, ctx_len: int,
-    fit_bias: float, dense: bool | None = None, diversity: float = 0.0,
+    fit_bias: float, dense: bool | None = None, diversity: float = 0.0, sq_cap: float = 0.0,
 ) -> tuple[Any, Any]:
     """The window-centric greedy for ``C`` groups side by side.
 
@@ -53,6 +53,11 @@ def greedy_block(
     to a unit already in the window (maximal marginal relevance): among units equally close
     to the window, the one that repeats none of its members.
 
+    ``sq_cap`` (``pack.cost_cap * ctx_len**2``, rounded down; 0: none) bounds the sum of the
+    squared lengths of a window's units, its attention cost: a unit fits only where both its
+    tokens and its square fit (in float32: exact while the squares stay below 2^24, within
+    float32 rounding above).
+
     ``dense`` (the default on a GPU, ``_dense_steps``) opens windows with masked writes over
     every group instead of gathering the groups that open one: more arithmetic, but a step
     then never waits for the device (a boolean mask or an ``any()`` is a device->host sync on
@@ -61,6 +66,7 @@ def greedy_block(
     c, n = lens.shape
     f32 = xp.float32
     inf = f32(np.inf)
+    sq_cap = float(np.floor(sq_cap))  # whole: a square that does not fit misses by >= 1
     gram = xp.matmul(e, e.transpose(0, 2, 1))
     del e
     col = xp.arange(n)
@@ -71,6 +77,8 @@ def greedy_block(
     d = xp.zeros((c, n), dtype=f32)  # unit . (centroid sum of the open window)
     nrm2 = xp.ones(c, dtype=f32)  # |centroid sum|^2
     room = xp.full(c, -1.0, dtype=f32)  # capacity left in the open window; -1: none open
+    # squared-length budget left in the open window (sq_cap only)
+    sq_room = xp.full(c, -1.0, dtype=f32) if sq_cap else None
     opened = xp.zeros(c, dtype=xp.int64)
     left = n_real_x.astype(xp.int64)  # unplaced units
     win = xp.full((c, n), -1, dtype=xp.int64)
@@ -87,7 +95,8 @@ def greedy_block(
         dense = xp is not np
     if dense:
         _dense_steps(xp, gram, lens, avail_len, d, nrm2, room, opened, left, win, step, score,
-                     scratch, near, k_win_x, active, ctx_len, fit_bias, diversity)
+                     scratch, near, k_win_x, active, ctx_len, fit_bias, diversity, sq_room,
+                     sq_cap)
         return win, step
     any_start = True
     for t in range(n_steps):
@@ -107,6 +116,8 @@ def greedy_block(
             if near is not None:
                 near[sr] = xp.where(go[:, None], gg[sr, seed], near[sr])
             rm[sr] = xp.where(go, ctx_len - ln[sr, seed], rm[sr])
+            if sq_room is not None:
+                sq_room[sr] = xp.where(go, f32(sq_cap) - ln[sr, seed] ** 2, sq_room[sr])
             win[sr, seed] = xp.where(go, opened[sr], win[sr, seed])
             step[sr, seed] = xp.where(go, t, step[sr, seed])
             av[sr, seed] = xp.where(go, inf, av[sr, seed])
@@ -129,6 +140,8 @@ def greedy_block(
         xp.minimum(gap, 0, out=gap)
         gap *= f32(_UNFIT)
         sc += gap
+        if sq_room is not None:
+            _sq_penalty(xp, sc, gap, av, sq_room[:a])
         j = xp.argmax(sc, axis=1)
         ok = sc[rows, j] > f32(-_UNFIT / 2)
         # The open window's dot products and norm are updated for every group: a group whose
@@ -140,6 +153,8 @@ def greedy_block(
         # Where nothing fits the window closes (room -1); elsewhere the unit goes in. Masked
         # writes rather than boolean indexing: no device->host sync.
         rm[...] = xp.where(ok, rm - ln[rows, j], f32(-1))
+        if sq_room is not None:
+            sq_room[:a] = xp.where(ok, sq_room[:a] - ln[rows, j] ** 2, sq_room[:a])
         win[rows, j] = xp.where(ok, opened[:a] - 1, win[rows, j])
         step[rows, j] = xp.where(ok, t, step[rows, j])
         av[rows, j] = xp.where(ok, inf, av[rows, j])
@@ -151,7 +166,8 @@ def greedy_block(
 def _dense_steps(
     xp: Any, gram: Any, lens: Any, avail_len: Any, d: Any, nrm2: Any, room: Any, opened: Any,
     left: Any, win: Any, step: Any, score: Any, scratch: Any, near: Any | None, k_win_x: Any,
-    active: np.ndarray, ctx_len: int, fit_bias: float, diversity: float,
+    active: np.ndarray, ctx_len: int, fit_bias: float, diversity: float, sq_room: Any | None,
+    sq_cap: float,
 ) -> None:
     """The greedy's steps with masked writes only (the GPU's loop): no device->host sync and
     about 50 array operations (kernel launches) a step, where gathering the rows that open a
@@ -187,6 +203,8 @@ def _dense_steps(
         xp.minimum(gap, 0, out=gap)
         gap *= f32(_UNFIT)
         sc += gap
+        if sq_room is not None:
+            _sq_penalty(xp, sc, gap, av, sq_room[:a])
         # A row that opens a window: the first unit still available is its seed.
         sc = xp.where(start[:, None], xp.where(av < inf, neg_col, -inf), sc)
         j = xp.argmax(sc, axis=1)
@@ -196,12 +214,27 @@ def _dense_steps(
         xp.add(xp.where(start[:, None], zero, dd), gg[rows, j], out=dd)
         if near is not None:
             xp.maximum(xp.where(start[:, None], -inf, near[:a]), gg[rows, j], out=near[:a])
-        rm[...] = xp.where(ok, xp.where(start, f32(ctx_len), rm) - ln[rows, j], f32(-1))
+        l_j = ln[rows, j]
+        rm[...] = xp.where(ok, xp.where(start, f32(ctx_len), rm) - l_j, f32(-1))
+        if sq_room is not None:
+            sq_room[:a] = xp.where(ok, xp.where(start, f32(sq_cap), sq_room[:a]) - l_j * l_j,
+                                   sq_room[:a])
         opened[:a] += start & ok
         win[rows, j] = xp.where(ok, opened[:a] - 1, win[rows, j])
         step[rows, j] = xp.where(ok, t, step[rows, j])
         av[rows, j] = xp.where(ok, inf, av[rows, j])
         left[:a] -= ok
+
+
+def _sq_penalty(xp: Any, sc: Any, gap: Any, av: Any, sq_room: Any) -> None:
+    """Drop the units whose square does not fit the window's squared-length budget below
+    every unit that does (as the token gap does: squares are whole numbers, so a miss is by
+    at least 1)."""
+    xp.multiply(av, av, out=gap)
+    xp.subtract(sq_room[:, None], gap, out=gap)
+    xp.minimum(gap, 0, out=gap)
+    gap *= xp.float32(_UNFIT)
+    sc += gap
 
 
 def blocks(sizes: np.ndarray, budget: int | None = None, dim: int = 0,
@@ -257,6 +290,7 @@ def solve(
     xp: Any, rows: Any, lens: np.ndarray, members: np.ndarray, g_first: np.ndarray,
     g_count: np.ndarray, k_win: np.ndarray, ctx_len: int, fit_bias: float,
     dense: bool | None = None, diversity: float = 0.0, budget: int | None = None,
+    sq_cap: float = 0.0,
 ) -> Solved:
     """The greedy over groups: group ``i`` owns rows ``members[g_first[i] :][: g_count[i]]``
     of ``rows`` (embeddings; ``lens`` their lengths), longest first, and builds ``k_win[i]``
@@ -278,7 +312,7 @@ def solve(
         ln = xp.asarray(np.where(real, lens[members[idx]], ctx_len + 1).astype(np.float32))
         # The block's embeddings are passed, not kept: freed once its Gram matrices exist.
         win, step = greedy_block(xp, rows[xp.asarray(members[idx])], ln, n_real, kb, ctx_len,
-                                 fit_bias, dense, diversity)
+                                 fit_bias, dense, diversity, sq_cap)
         win, step = to_numpy(win), to_numpy(step)
         win_out[idx[real]] = win[real]
         step_out[idx[real]] = step[real]

@@ -20,7 +20,7 @@ BASELINES = ("concat", "bfd", "iclm")
 # The pack.* knobs each method reads (and so its key): a knob of one method re-packs that
 # method only. A test checks that every knob of the schema belongs to some method.
 _WINDOW = ("max_group", "max_waste", "remainder_group", "fit_bias", "diversity", "task_units",
-           "block_bytes")
+           "block_bytes", "cost_cap")
 _UNIT = ("score", "w_rel", "w_fit", "batch_size")
 KNOBS: dict[str, tuple[str, ...]] = {
     "concat": (),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from datasculpt.balance import balance_report
 from datasculpt.metrics import compute_metrics, random_reference
 from datasculpt.report import plot, write_report
 from datasculpt.runner import Run, Runner
@@ -63,6 +64,8 @@ def report_run(run: Run, runner: Runner, methods: list[str]) -> dict[str, Any]:
         "methods": results,
         "reference": reference,
         "context_gain": judged,
+        "balance": balance_report(packings[main], docs.doc_len, docs.eos, cfg.output,
+                                  int(cfg.seed)),
         "stages": stages,
         "plots": plots,
         "config": run.plain,

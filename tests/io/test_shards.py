@@ -49,6 +49,8 @@ def check_shards(out: Path, docs: list[dict[str, str]], tok: Any, ctx_len: int,
         assert row["seq_lengths"] == lengths
         assert row["cu_seqlens"] == [0, *np.cumsum(lengths).tolist()]
         assert row["position_ids"] == [i for n in lengths for i in range(n)]
+        # The default cost model (datasculpt.balance): width 4096.
+        assert row["cost"] == sum(n * n for n in lengths) + 12 * 4096 * sum(lengths)
         assert len(row["input_ids"]) == seq["n_tokens"] <= ctx_len
     return rows
 
@@ -116,7 +118,7 @@ def test_datasets_load_dataset_reads_the_shards(tmp_path: Path) -> None:
     ds = datasets.load_dataset("parquet", data_files=str(out / "tokens" / "*.parquet"),
                                split="train")
     assert ds.num_rows == report["metrics"]["n_sequences"]
-    assert set(ds.column_names) == {"seq_id", "input_ids", "position_ids", "cu_seqlens",
+    assert set(ds.column_names) == {"seq_id", "input_ids", "position_ids", "cu_seqlens", "cost",
                                     "seq_lengths", "docids"}
     assert ds.features["input_ids"].feature.dtype == "int32"
 

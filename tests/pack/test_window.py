@@ -41,12 +41,15 @@ def window_cfg(**kw) -> PackConfig:
 
 
 def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
-                     fit_bias: float, diversity: float = 0.0) -> tuple[list[int], list[int]]:
+                     fit_bias: float, diversity: float = 0.0,
+                     sq_cap: float = 0.0) -> tuple[list[int], list[int]]:
     """One group, straight from the definition: ``k`` windows one after the other, each
     seeded with the longest unplaced unit (the first, units are sorted) and then taking the
     fitting unit of highest ``cos + fit_bias * len / room`` (kept as ``unit . sum + fit_bias *
     |sum| * len / room``, in float32 like the kernel), less ``diversity * |sum|`` times the
-    unit's highest dot product with a member, until none fits; ties to the lowest index.
+    unit's highest dot product with a member, until none fits (with ``sq_cap``, a unit fits
+    only if its square also fits what is left of the window's squared-length budget); ties
+    to the lowest index.
     Returns each unit's window (-1: not placed) and its position in the window."""
     f32 = np.float32
     n = lens.shape[0]
@@ -62,6 +65,7 @@ def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
         near = gram[s].copy()
         nrm2 = f32(gram[s, s])
         room = f32(ctx_len - lens[s])
+        sq_room = f32(sq_cap) - f32(lens[s]) ** 2
         taken = 1
         while True:
             best, best_score = -1, -math.inf
@@ -69,6 +73,8 @@ def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
             coef_div = f32(diversity) * np.sqrt(nrm2)
             for u in range(n):
                 if win[u] >= 0 or lens[u] > room:
+                    continue
+                if sq_cap and f32(lens[u]) ** 2 > sq_room:
                     continue
                 score = f32(lens[u]) * coef + d[u] if fit_bias else d[u]
                 if diversity:
@@ -83,20 +89,27 @@ def window_reference(lens: np.ndarray, emb: np.ndarray, k: int, ctx_len: int,
             d = d + gram[best]
             near = np.maximum(near, gram[best])
             room = f32(room - lens[best])
+            sq_room = f32(sq_room - f32(lens[best]) ** 2)
     return win, order
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), ctx_len=st.integers(8, 80),
        fit_bias=st.sampled_from([0.0, 0.1, 0.5, 5.0]), n_groups=st.integers(1, 12),
-       diversity=st.sampled_from([0.0, 0.0, 0.3, 1.0]))
-def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_groups, diversity):
+       diversity=st.sampled_from([0.0, 0.0, 0.3, 1.0]),
+       cost_cap=st.sampled_from([0.0, 0.0, 0.3, 0.6]))
+def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_groups, diversity,
+                                                 cost_cap):
     rng = np.random.default_rng(seed)
     groups, lens_all, embs = [], [], []
     for _ in range(n_groups):
         n = int(rng.integers(1, 40))
-        # Many short units per window in some groups, a few long ones in others.
-        lens = np.sort(rng.integers(1, ctx_len // int(rng.integers(1, 9)) + 1, n))[::-1]
+        # Many short units per window in some groups, a few long ones in others (no longer
+        # than a window's squared-length budget allows, as pack_datasculpt cuts them).
+        top = ctx_len // int(rng.integers(1, 9))
+        if cost_cap:
+            top = min(top, int(np.sqrt(cost_cap) * ctx_len))
+        lens = np.sort(rng.integers(1, max(top, 1) + 1, n))[::-1]
         # Small integer vectors: every dot product is exact in float32, so the batched and
         # the plain loop see the same scores bit for bit, ties included.
         emb = rng.integers(-1, 2, (n, 4)).astype(np.float32)
@@ -110,15 +123,16 @@ def test_batched_kernel_is_the_sequential_greedy(seed, ctx_len, fit_bias, n_grou
     # dense: the GPU's sync-free steps, run here through NumPy; budget: the GPU's blocks (all
     # groups in one, or a few groups per block), the host's size classes when None.
     few = 3 * window_greedy.block_bytes(40, 4)
+    sq_cap = float(np.floor(cost_cap * ctx_len**2))
     for dense, budget in ((False, None), (True, None), (True, 1 << 40), (False, few)):
         win, step, n_blocks, _ = window_greedy.solve(
             np, rows, lens, members, g_first, g_count, k_win, ctx_len, fit_bias, dense=dense,
-            diversity=diversity, budget=budget)
+            diversity=diversity, budget=budget, sq_cap=sq_cap)
         if budget == 1 << 40:
             assert n_blocks == 1
         for i, g in enumerate(groups):
             ref_win, ref_order = window_reference(lens[g], rows[g], int(k_win[i]), ctx_len,
-                                                  fit_bias, diversity)
+                                                  fit_bias, diversity, sq_cap)
             got = win[g_first[i] : g_first[i] + g_count[i]]
             assert got.tolist() == ref_win, f"group {i}, dense={dense}, budget={budget}"
             # Placement order inside every window is the reference's.
@@ -242,3 +256,31 @@ def test_window_beats_unit_on_relevance_and_purity_on_a_topic_corpus():
     assert w["label_purity_multi"] > u["label_purity_multi"]
 
 
+
+
+def test_cost_cap_bounds_the_windows_attention_for_more_cuts():
+    # pack.cost_cap 0.25: no window's units may square-sum past a quarter of ctx_len^2, so a
+    # document longer than half a window is cut, and windows of long pieces close early.
+    ctx_len = 4096
+    doc_len, emb, labels = packing_corpus(3000, ctx_len, 6, 16, seed=4, median=600)
+    units = make_units(doc_len, ctx_len, 1)
+    free, _ = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(), executor=LOCAL)
+    capped, cs = pack_datasculpt(units, emb, labels, ctx_len, window_cfg(cost_cap=0.25),
+                                 executor=LOCAL)
+
+    def attention(p):
+        plen = p.piece_tokens(doc_len, 1).astype(np.int64)
+        return np.bincount(p.seq, weights=plen * plen)
+
+    check_packing(capped, make_units(doc_len, ctx_len // 2, 1), ctx_len, emb)
+    a_free, a_cap = attention(free), attention(capped)
+    cap = 0.25 * ctx_len**2
+    assert a_free.max() > cap  # without the cap some windows hold long documents
+    # The greedy's windows keep the cap; only the best-fit pass of its remainder may not.
+    assert np.mean(a_cap > cap) <= cs["remainder_units"] / cs["sequences"]
+    assert a_cap.max() < a_free.max()
+    # The price: more documents cut (sequences may even drop: cut pieces fill gaps better).
+    def cut_docs(p):
+        return int((np.bincount(p.doc, minlength=doc_len.shape[0]) > 1).sum())
+
+    assert cut_docs(capped) > cut_docs(free)
