@@ -62,13 +62,9 @@ memory at most) into a temporary directory that replaces ``megatron/`` only when
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
 import struct
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +74,7 @@ import numpy as np
 from datasculpt.errors import ConfigError
 from datasculpt.io.rows import assemble, sequence_heads
 from datasculpt.io.token_store import TokenStore
-from datasculpt.io.write import public_mode
+from datasculpt.io.write import atomic_dir
 from datasculpt.progress import progress_bar
 from datasculpt.types import Packing
 
@@ -152,12 +148,9 @@ def write(run_dir: Path, packing: Packing, store: TokenStore, eos: int, sep_id: 
     cut_rows_padded = int((~last & (seq_tokens < ctx_len)).sum())
     n_separators = int((packing.end == doc_len[packing.doc]).sum())
 
-    final = run_dir / MEGATRON_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{MEGATRON_DIR}.", dir=run_dir))
-    public_mode(tmp, directory=True)
     per_group = max(1, GROUP_TOKENS // ctx_len)
     eod_tokens = 0
-    try:
+    with atomic_dir(run_dir / MEGATRON_DIR) as tmp:
         bar = progress_bar(progress, total=n_rows, desc="megatron", unit="seq", leave=False)
         with open(tmp / f"{PREFIX}.bin", "wb") as fh:
             for lo in range(0, n_rows, per_group):
@@ -178,17 +171,6 @@ def write(run_dir: Path, packing: Packing, store: TokenStore, eos: int, sep_id: 
                 "add_extra_token_to_sequence": False, "reset_position_ids": True,
                 "reset_attention_mask": True, "eod_mask_loss": True}
         (tmp / "datasculpt.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if final.exists():
-            old = run_dir / f".{MEGATRON_DIR}.old.{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     seconds = time.perf_counter() - t0
     tokens = int(seq_tokens.sum())
     eod_in_documents = eod_tokens - n_separators
@@ -203,6 +185,6 @@ def write(run_dir: Path, packing: Packing, store: TokenStore, eos: int, sep_id: 
     return {"rows": n_rows, "tokens": tokens, "padding_tokens": n_rows * ctx_len - tokens,
             "seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None,
             "path_prefix": str(Path(MEGATRON_DIR) / PREFIX), "files": sorted(
-                str(Path(MEGATRON_DIR) / p.name) for p in final.iterdir()),
+                str(Path(MEGATRON_DIR) / p.name) for p in (run_dir / MEGATRON_DIR).iterdir()),
             "seq_length": ctx_len, "sep_id": int(sep_id), "joined_pieces": joined,
             "eod_in_documents": eod_in_documents, "cut_rows_padded": cut_rows_padded}

@@ -55,11 +55,7 @@ Its data loader then shuffles whole instances by its own seed; it never re-cuts 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +65,7 @@ import numpy as np
 from datasculpt.errors import ConfigError
 from datasculpt.io.rows import assemble, sequence_heads
 from datasculpt.io.token_store import TokenStore
-from datasculpt.io.write import public_mode, write_json, write_npy
+from datasculpt.io.write import atomic_dir, write_json, write_npy
 from datasculpt.progress import progress_bar
 from datasculpt.types import Packing
 
@@ -152,10 +148,7 @@ def write(run_dir: Path, packing: Packing, store: TokenStore, eos: int, sep_id: 
     per_group = max(1, min(per_file, GROUP_TOKENS // ctx_len))
     n_files = -(-n_rows // per_file)
     tokens = padding = in_text = 0
-    final = run_dir / FOLDER
-    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", dir=run_dir))
-    public_mode(tmp, directory=True)
-    try:
+    with atomic_dir(run_dir / FOLDER) as tmp:
         bar = progress_bar(progress, total=n_rows, desc=FOLDER, unit="seq", leave=False)
         for k in range(n_files):
             with open(tmp / TOKEN_FILES.format(k), "wb") as tf, \
@@ -184,17 +177,6 @@ def write(run_dir: Path, packing: Packing, store: TokenStore, eos: int, sep_id: 
                 "label_mask_files": mask_files, "seq_ids": SEQ_IDS,
                 "separators_in_text": in_text}
         write_json(tmp / META, meta)
-        old = None
-        if final.exists():
-            old = run_dir / f".{FOLDER}.old.{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     if in_text:
         log.warning("olmo: %d separator ids inside documents' own text; OLMo-core's doc_lens "
                     "splits those documents there", in_text)

@@ -20,10 +20,6 @@ them side by side. The shards are written into a temporary directory that replac
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +33,7 @@ from datasculpt.executors import Executor
 from datasculpt.executors.base import host_threads
 from datasculpt.io.rows import assemble, sequence_heads, token_groups
 from datasculpt.io.token_store import TokenStore
-from datasculpt.io.write import public_mode
+from datasculpt.io.write import atomic_dir
 from datasculpt.progress import progress_bar
 from datasculpt.types import Packing
 
@@ -136,10 +132,7 @@ def write_shards(
     seq_tokens = packing.seq_tokens(store.doc_len, eos)
     # Shards of at most shard_tokens tokens (a longer sequence gets a shard of its own).
     bounds = token_groups(seq_tokens, order, shard_tokens)
-    final = run_dir / SHARD_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SHARD_DIR}.", dir=run_dir))
-    public_mode(tmp, directory=True)
-    try:
+    with atomic_dir(run_dir / SHARD_DIR) as tmp:
         bar = progress_bar(progress, total=n_seq, desc="shards", unit="seq", leave=False)
         # Two at a time in one process: a shard's row groups already keep a core busy in
         # Arrow's encoder, and each holds its own row group in memory.
@@ -150,17 +143,6 @@ def write_shards(
                                  sep_id=sep_id, tok=text_tokenizer, cost=cost):
             bar.update(rows)
         bar.close()
-        old = None
-        if final.exists():
-            old = run_dir / f".{SHARD_DIR}.old.{os.getpid()}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     seconds = time.perf_counter() - t0
     tokens = int(seq_tokens.sum())
     return {"shards": len(bounds) - 1, "rows": n_seq, "tokens": tokens, "seconds": seconds,
