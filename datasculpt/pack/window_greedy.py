@@ -125,23 +125,9 @@ def greedy_block(
             left[sr] -= go
         # Every open window takes its best unit among those that fit (none fits a closed
         # window: its room is -1).
-        sc, gap = score[:a], scratch[:a]
-        if fit_bias:
-            coef = f32(fit_bias) * xp.sqrt(nrm2[:a]) / xp.maximum(rm, f32(1.0))
-            xp.multiply(ln, coef[:, None], out=sc)
-            sc += dd
-        else:
-            sc[...] = dd
-        if near is not None:
-            sc -= (f32(diversity) * xp.sqrt(nrm2[:a]))[:, None] * near[:a]
-        # Units that do not fit (gap < 0, a whole number of tokens, so <= -1; -inf when
-        # placed) drop below every unit that does: scores stay far above -_UNFIT.
-        xp.subtract(rm[:, None], av, out=gap)
-        xp.minimum(gap, 0, out=gap)
-        gap *= f32(_UNFIT)
-        sc += gap
-        if sq_room is not None:
-            _sq_penalty(xp, sc, gap, av, sq_room[:a])
+        sc = _scores(xp, score[:a], scratch[:a], dd, ln, rm, av, nrm2[:a],
+                     None if near is None else near[:a],
+                     None if sq_room is None else sq_room[:a], fit_bias, diversity)
         j = xp.argmax(sc, axis=1)
         ok = sc[rows, j] > f32(-_UNFIT / 2)
         # The open window's dot products and norm are updated for every group: a group whose
@@ -190,21 +176,9 @@ def _dense_steps(
         rows = rows_all[:a]
         av, dd, gg, ln, rm = avail_len[:a], d[:a], gram[:a], lens[:a], room[:a]
         start = (rm < 0) & (opened[:a] < k_win_x[:a]) & (left[:a] > 0)
-        sc, gap = score[:a], scratch[:a]
-        if fit_bias:
-            coef = f32(fit_bias) * xp.sqrt(nrm2[:a]) / xp.maximum(rm, f32(1.0))
-            xp.multiply(ln, coef[:, None], out=sc)
-            sc += dd
-        else:
-            sc[...] = dd
-        if near is not None:
-            sc -= (f32(diversity) * xp.sqrt(nrm2[:a]))[:, None] * near[:a]
-        xp.subtract(rm[:, None], av, out=gap)
-        xp.minimum(gap, 0, out=gap)
-        gap *= f32(_UNFIT)
-        sc += gap
-        if sq_room is not None:
-            _sq_penalty(xp, sc, gap, av, sq_room[:a])
+        sc = _scores(xp, score[:a], scratch[:a], dd, ln, rm, av, nrm2[:a],
+                     None if near is None else near[:a],
+                     None if sq_room is None else sq_room[:a], fit_bias, diversity)
         # A row that opens a window: the first unit still available is its seed.
         sc = xp.where(start[:, None], xp.where(av < inf, neg_col, -inf), sc)
         j = xp.argmax(sc, axis=1)
@@ -224,6 +198,31 @@ def _dense_steps(
         step[rows, j] = xp.where(ok, t, step[rows, j])
         av[rows, j] = xp.where(ok, inf, av[rows, j])
         left[:a] -= ok
+
+
+def _scores(xp: Any, sc: Any, gap: Any, dd: Any, ln: Any, rm: Any, av: Any, nrm2: Any,
+            near: Any | None, sq_room: Any | None, fit_bias: float, diversity: float) -> Any:
+    """Every unit's score for its group's open window, written into ``sc`` (``gap``:
+    scratch): similarity, the fit term, the diversity term, and the penalty that drops every
+    unit that does not fit far below the ones that do."""
+    f32 = xp.float32
+    if fit_bias:
+        coef = f32(fit_bias) * xp.sqrt(nrm2) / xp.maximum(rm, f32(1.0))
+        xp.multiply(ln, coef[:, None], out=sc)
+        sc += dd
+    else:
+        sc[...] = dd
+    if near is not None:
+        sc -= (f32(diversity) * xp.sqrt(nrm2))[:, None] * near
+    # Units that do not fit (gap < 0, a whole number of tokens, so <= -1; -inf when placed)
+    # drop below every unit that does: scores stay far above -_UNFIT.
+    xp.subtract(rm[:, None], av, out=gap)
+    xp.minimum(gap, 0, out=gap)
+    gap *= f32(_UNFIT)
+    sc += gap
+    if sq_room is not None:
+        _sq_penalty(xp, sc, gap, av, sq_room)
+    return sc
 
 
 def _sq_penalty(xp: Any, sc: Any, gap: Any, av: Any, sq_room: Any) -> None:
