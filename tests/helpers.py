@@ -138,6 +138,21 @@ def notes_corpus(n: int = 36, seed: int = 0) -> list[dict[str, str]]:
     return docs
 
 
+def small_bpe_tokenizer(docs: list[dict[str, str]], path: Path) -> Path:
+    """A 120-token BPE tokenizer trained on ``docs``, with an EOS and no SEP, saved at
+    ``path``: a run tokenizer unlike the packaged encoder's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator([d["content"] for d in docs],
+                            trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"]))
+    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(path)
+    return path
+
+
 def run_pipeline(tmp: Path, docs: list[dict[str, str]], **over: Any) -> tuple[Path, dict]:
     """``datasculpt.run`` in this process on ``docs`` (written once to ``tmp/in.jsonl``) into
     ``tmp/run``; ``over``: config overrides by dotted key (``ctx_len`` defaults to 256)."""

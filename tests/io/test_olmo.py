@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import notes_corpus, read_sequences, run_pipeline
+from helpers import notes_corpus, read_sequences, run_pipeline, small_bpe_tokenizer
 
 from datasculpt.config import default_config, validate
 from datasculpt.errors import ConfigError
@@ -134,17 +134,8 @@ def test_olmo_core_reads_every_row_of_the_parquet_shards(tmp_path: Path, tokeniz
 
 
 def test_an_eos_tokenizer_and_a_window_its_cut_document_continues(tmp_path: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     docs = notes_corpus(18, seed=1)
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    bpe.train_from_iterator([d["content"] for d in docs],
-                            trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"]))
-    path = tmp_path / "bpe"
-    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(path)
+    path = small_bpe_tokenizer(docs, tmp_path / "bpe")
     mine = load_tokenizer(str(path))
     # Exactly two windows of tokens: with its EOS the last cut moves a token earlier, so a
     # 127-token piece continues into the next window and is padded by one.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import check_contract, notes_corpus, read_sequences, run_pipeline
+from helpers import check_contract, notes_corpus, read_sequences, run_pipeline, small_bpe_tokenizer
 
 from datasculpt.io.token_store import TokenStore
 from datasculpt.tokenize import load_tokenizer
@@ -90,17 +90,8 @@ def test_unshuffled_shards_keep_pack_order_and_text_decodes_the_ids(tmp_path: Pa
 
 
 def test_shards_use_the_run_tokenizer_not_the_encoders(tmp_path: Path, tokenizer: Any) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     docs = notes_corpus(18, seed=1)
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    bpe.train_from_iterator([d["content"] for d in docs],
-                            trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"]))
-    path = tmp_path / "bpe"
-    PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(path)
+    path = small_bpe_tokenizer(docs, tmp_path / "bpe")
     mine = load_tokenizer(str(path))
     out, _ = run_pipeline(tmp_path, docs, tokenizer=str(path), ctx_len=128)
     counts = pq.read_table(out / "documents.parquet").column("n_tokens").to_pylist()
