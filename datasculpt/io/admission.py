@@ -90,42 +90,40 @@ class HashIndex:
         return [(s, int(bounds[s]), int(bounds[s + 1])) for s in range(len(bounds) - 1)
                 if bounds[s + 1] > bounds[s]]
 
-    def matches(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(position in h, admitted index)`` for every entry whose hash equals one of ``h``:
-        the candidates to recheck (several per position only where hashes collide)."""
-        if not self._size or not h.size:
+    def matches(self, hs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(position in hs, admitted index)`` for every entry whose hash equals one of the
+        sorted ``hs``: the candidates to recheck (several per position only where hashes
+        collide). Sorted queries search each run in order, which the caches like."""
+        if not self._size or not hs.size:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        order = np.argsort(h, kind="stable")
-        hs = h[order]
         pos, idx = [], []
         for s, a, b in self._ranges(hs):
             q = hs[a:b]
             for rh, ri in self._shards[s]:
                 lo = np.searchsorted(rh, q, side="left")
-                n = np.searchsorted(rh, q, side="right") - lo
-                hit = np.flatnonzero(n)
+                hit = np.flatnonzero(rh[np.minimum(lo, rh.size - 1)] == q)
                 if not hit.size:
                     continue
-                reps = n[hit]
+                # the far side only for the hits: most queries are new ids
+                reps = np.searchsorted(rh, q[hit], side="right") - lo[hit]
                 first = np.repeat(lo[hit], reps)
                 within = np.arange(first.size) - np.repeat(np.cumsum(reps) - reps, reps)
-                pos.append(order[a + np.repeat(hit, reps)])
+                pos.append(a + np.repeat(hit, reps))
                 idx.append(ri[first + within])
         if not pos:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(pos), np.concatenate(idx)
 
-    def add(self, h: np.ndarray, idx: np.ndarray) -> None:
-        """Index the admitted ``idx`` under their hashes ``h``."""
-        order = np.argsort(h, kind="stable")
-        hs, ix = h[order], np.asarray(idx, dtype=np.int64)[order]
+    def add(self, hs: np.ndarray, idx: np.ndarray) -> None:
+        """Index the admitted ``idx`` under their sorted hashes ``hs``."""
+        idx = np.asarray(idx, dtype=np.int64)
         for s, a, b in self._ranges(hs):
             runs = self._shards[s]
-            runs.append((hs[a:b].copy(), ix[a:b].copy()))
+            runs.append((hs[a:b].copy(), idx[a:b].copy()))
             while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
                 newer = runs.pop()
                 runs[-1] = _merge(runs[-1], newer)
-        self._size += int(h.size)
+        self._size += int(hs.size)
 
 
 class IdLog:
@@ -182,15 +180,17 @@ class Admission:
         if not n:
             return problems
         h = hash_ids(docids)
+        order = np.argsort(h, kind="stable")  # the one sort: lookups, recurrences, new runs
+        hs = h[order]
         earlier: dict[int, list[int]] = {}
-        pos, idx = self.index.matches(h)
-        for p, k in zip(pos.tolist(), idx.tolist(), strict=True):
+        pos, idx = self.index.matches(hs)
+        for p, k in zip(order[pos].tolist(), idx.tolist(), strict=True):
             earlier.setdefault(p, []).append(k)
-        _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-        recurs = counts[inverse.reshape(-1)] > 1
-        vectors = any(d is not None for d in vector_dims) or any(
-            p is not None for p in vector_problems)
-        if vectors:
+        same = hs[1:] == hs[:-1]
+        recurs = np.zeros(n, dtype=bool)
+        recurs[order[1:][same]] = True
+        recurs[order[:-1][same]] = True
+        if vector_dims.count(None) < n or vector_problems.count(None) < n:
             walk: Sequence[int] = range(n)
         else:
             suspect = recurs.copy()
@@ -226,8 +226,9 @@ class Admission:
             rejected.append(i)
         keep = np.ones(n, dtype=bool)
         keep[rejected] = False
-        new = np.flatnonzero(keep)
-        if new.size:
-            self.index.add(h[new], self.admitted + np.arange(new.size, dtype=np.int64))
-            self.admitted += int(new.size)
+        rank = np.cumsum(keep) - 1  # the admitted index of each kept one, in input order
+        kept = keep[order]
+        if kept.any():
+            self.index.add(hs[kept], self.admitted + rank[order][kept])
+            self.admitted += int(rank[-1]) + 1
         return problems
