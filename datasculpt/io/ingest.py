@@ -27,8 +27,8 @@ import numpy as np
 
 from datasculpt.errors import InputError
 from datasculpt.executors import Executor
+from datasculpt.io.admission import Admission
 from datasculpt.io.read import (
-    Admission,
     Block,
     Corpus,
     ReadOptions,
@@ -172,7 +172,8 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
                              part_dir=str(part_dir),
                              progress=progress and executor.task_progress)
         corpus = Corpus(labels=[] if opts.label_key else None)
-        admission = Admission(stats.files)
+        # a hash match is rechecked against the first occurrence's id, which the corpus keeps
+        admission = Admission(lambda k: (corpus.docids[k], corpus.sources[k], corpus.lines[k]))
         lengths = []
         line_offset, file_no = 0, -1
         with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
@@ -201,15 +202,16 @@ def _merge_part(part: ShardPart, offset: int, opts: ReadOptions, stats: ReadStat
     source = stats.files[file_no]
     stats.records += part.records
     keep = np.zeros(part.lines.size, dtype=bool)
+    lines = (part.lines + offset).tolist()
+    docids = [d or f"{source}:{line}" for d, line in zip(part.docids, lines, strict=True)]
+    admitted = admission.admit_block(source, lines, docids, part.vector_problems,
+                                     part.vector_dims)
     problems = ((line + offset, reason) for line, reason in part.problems)
     pending = next(problems, None)
-    for i, line in enumerate((part.lines + offset).tolist()):
+    for i, (line, docid, problem) in enumerate(zip(lines, docids, admitted, strict=True)):
         while pending is not None and pending[0] < line:
             malformed_record(stats, opts, source, *pending)
             pending = next(problems, None)
-        docid = part.docids[i] or f"{source}:{line}"
-        problem = admission.admit(file_no, line, docid, part.vector_problems[i],
-                                  part.vector_dims[i])
         if problem is not None:
             malformed_record(stats, opts, source, line, problem)
             continue

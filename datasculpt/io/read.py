@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.errors import InputError
+from datasculpt.io.admission import Admission, IdLog
 from datasculpt.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")
 PARQUET_SUFFIXES = (".parquet",)
 SUPPORTED = JSONL_SUFFIXES + PARQUET_SUFFIXES
 _BOM = b"\xef\xbb\xbf"
+_ADMIT_BATCH = 4096  # records read ahead of the documents yielded: one admission call each
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,7 @@ def check_records(path: Path, opts: ReadOptions, block: Block | None = None
 
     Every check here looks at one record only, so shards can be checked anywhere, in any
     order (one task per shard or block); what depends on the records before it (duplicate
-    ids, vector dimensions) is :class:`Admission`'s, in input order. In a block whose
+    ids, vector dimensions) is ``io.admission.Admission``'s, in input order. In a block whose
     ``line_base`` is unknown, lines count from the block's first and an id-less record's
     docid is left None, for the merge to name with its line in the shard.
     """
@@ -377,37 +379,6 @@ def check_records(path: Path, opts: ReadOptions, block: Block | None = None
         yield line, Candidate(line, docid, text, label, vec, vec_problem), None
 
 
-class Admission:
-    """The checks that depend on earlier records: unique ids and one vector dimension.
-
-    Fed the candidates of every shard in input order, it admits the same documents wherever
-    the shards were checked.
-    """
-
-    def __init__(self, files: list[str]) -> None:
-        self.files = files
-        # docid -> where it was first seen, packed as one int (file << 40 | line): a formatted
-        # string per document would cost ~100 bytes each, ~1 GB per 10M documents.
-        self.first_seen: dict[str, int] = {}
-        self.dim: int | None = None
-
-    def admit(self, file_no: int, line: int, docid: str, vector_problem: str | None,
-              vector_dim: int | None) -> str | None:
-        """``None`` when the record becomes a document, else why not."""
-        at = self.first_seen.get(docid)
-        if at is not None:
-            return (f"duplicate id {docid!r} (first at "
-                    f"{self.files[at >> 40]}:{at & ((1 << 40) - 1)})")
-        if vector_problem is not None:
-            return vector_problem
-        if vector_dim is not None:
-            if self.dim is not None and vector_dim != self.dim:
-                return f"vector has dimension {vector_dim}, earlier ones {self.dim}"
-            self.dim = vector_dim
-        self.first_seen[docid] = (file_no << 40) | line
-        return None
-
-
 def malformed_record(stats: ReadStats, opts: ReadOptions, source: str, line: int,
                      reason: str) -> None:
     """Record a malformed record, or stop the run on it under ``strict=true``."""
@@ -423,24 +394,42 @@ def iter_documents(
 
     The order and the rules are deterministic, so a second pass over unchanged shards yields
     the same documents: later stages re-stream texts instead of holding them in memory.
+    Records are admitted ``_ADMIT_BATCH`` at a time (one hash and lookup call per batch), and
+    reported and yielded in their order.
     """
     stats.files = [str(p) for p in paths]
-    admission = Admission(stats.files)
+    ids = IdLog(stats.files)
+    admission = Admission(ids)
     bar = progress_bar(progress, desc="read", unit="rec", leave=False)
     for file_no, path in enumerate(paths):
         source = str(path)
-        for line, cand, problem in check_records(path, opts):
-            stats.records += 1
-            bar.update(1)
-            if cand is not None:
-                problem = admission.admit(file_no, line, cand.docid, cand.vector_problem,
-                                          None if cand.vector is None else cand.vector.size)
-            if problem is not None:
-                malformed_record(stats, opts, source, line, problem)
-                continue
-            assert cand is not None
-            stats.documents += 1
-            yield Document(cand.docid, source, line, cand.text, cand.label, cand.vector)
+        batch: list[tuple[int, Candidate | None, str | None]] = []
+        records = check_records(path, opts)
+        while True:
+            batch.clear()
+            for item in records:
+                batch.append(item)
+                if len(batch) == _ADMIT_BATCH:
+                    break
+            if not batch:
+                break
+            cands = [c for _, c, _ in batch if c is not None]
+            admitted = iter(admission.admit_block(
+                source, [c.line for c in cands], [c.docid or "" for c in cands],
+                [c.vector_problem for c in cands],
+                [None if c.vector is None else c.vector.size for c in cands]))
+            for line, cand, problem in batch:
+                stats.records += 1
+                bar.update(1)
+                if cand is not None:
+                    problem = next(admitted)
+                if problem is not None:
+                    malformed_record(stats, opts, source, line, problem)
+                    continue
+                assert cand is not None and cand.docid is not None
+                ids.append(cand.docid, file_no, line)
+                stats.documents += 1
+                yield Document(cand.docid, source, line, cand.text, cand.label, cand.vector)
     bar.close()
     if stats.malformed:
         log.warning("read: %d malformed records (listed in the report)", len(stats.malformed))
