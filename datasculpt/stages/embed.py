@@ -1,6 +1,7 @@
 """Stage 2, embed: one L2-normalised float32 vector per document (``embeddings.npy``, rows in
 document order), from the encoder, the static table, an ``.npy`` given by the user or a
-field of the input records."""
+field of the input records. The static table reads its ids from the token store when its
+tokenizer is the run's (``embed.static_ids``), else the texts again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,16 +97,40 @@ def _given(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[str
     return rows, {"source": f"input field {cfg.vector_key!r}"}
 
 
-def _encoded(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[str, Any]]:
+def _static_ids(run: Run, tokenizer: Any, model_dir: str) -> tuple[Any, dict[str, Any]]:
+    """The reader of the static table's ids and its extra arguments: the token store's ids
+    when they are the static tokenizer's (``embed.static_ids``: the default model's table is
+    distilled from the run tokenizer's vocabulary, so a static run tokenizes once), else
+    every text again. ``ids_from`` in the stage's stats says which, ``ids_why`` why not."""
+    from datasculpt.embed.static import load_static_model
+    from datasculpt.embed.static_ids import store_id_map, stored_static_rows
+    from datasculpt.tokenize import untruncated_backend
+
+    static = load_static_model(Path(model_dir))
+    # The store holds plain_ids(tokenizer): this backend, special tokens' strings matched.
+    id_map = store_id_map(untruncated_backend(tokenizer), static.tokenizer,
+                          static.unk_token_id)
+    if isinstance(id_map, str):
+        log.info("embed=static: tokenizing the texts again (%s)", id_map)
+        return document_texts, {"ids_from": "text", "ids_why": id_map}
+    return stored_static_rows, {"ids_from": "token_store", "id_map": id_map,
+                                "max_length": int(run.cfg.embed.max_length)}
+
+
+def _encoded(run: Run, sources: list[str], tmp: Any, tokenizer: Any,
+             ) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors from the encoder or the static table, through ``executor.map_rows``: each
-    input shard is read again by a reader, its texts go in batches to the model workers, and
-    every vector lands at its document's row whatever order the batches come back in."""
+    input shard is read again by a reader (or, for the static table, its ids from the token
+    store), its texts go in batches to the model workers, and every vector lands at its
+    document's row whatever order the batches come back in."""
     from datasculpt import embed as embed_mod
 
     cfg, backend, src, n = run.cfg.embed, run.backend, run.source, len(sources)
     stats: dict[str, Any] = {}
     model_kwargs = {"cfg": OmegaConf.to_container(cfg, resolve=True), "backend": backend.name}
     model: Any = embed_mod.Encoder
+    read: Any = document_texts
+    read_kwargs: dict[str, Any] = {}
     if cfg.kind == "encoder" and not backend.is_gpu:
         suggest_static(n)
     if cfg.kind == "static":
@@ -113,14 +139,18 @@ def _encoded(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[s
         model = StaticEncoder
         model_kwargs["model_dir"] = str(static_model_dir(cfg))
         stats["static_dir"] = model_kwargs["model_dir"]
+        read, how = _static_ids(run, tokenizer, model_kwargs["model_dir"])
+        stats["ids_from"] = how.pop("ids_from")
+        stats.update({k: how.pop(k) for k in ("ids_why",) if k in how})
+        read_kwargs = how
     rows: Any = None
     rungs: set[str] = set()
     done = 0
     bar = progress_bar(run.progress, total=n, desc="embed", unit="doc")
     for batch in run.executor.map_rows(
-            document_texts, document_blocks(sources, [str(p) for p in src.paths]), model,
+            read, document_blocks(sources, [str(p) for p in src.paths]), model,
             batch_size=CHUNK, gpu=backend.is_gpu, paths=src.paths, opts=src.opts,
-            run_dir=str(run.out), model_kwargs=model_kwargs):
+            run_dir=str(run.out), model_kwargs=model_kwargs, **read_kwargs):
         vec = batch["vec"]
         if rows is None:
             rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
@@ -143,10 +173,12 @@ def _encoded(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[s
 
 def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
     t0 = time.perf_counter()
-    sources = inputs["tokenize"].corpus.sources
+    docs = inputs["tokenize"]
+    sources = docs.corpus.sources
     given = run.cfg.embed.precomputed or run.cfg.embed.vector_key
     with atomic_path(run.out / "embeddings.npy") as tmp:
-        rows, stats = (_given if given else _encoded)(run, sources, tmp)
+        rows, stats = (_given(run, sources, tmp) if given
+                       else _encoded(run, sources, tmp, docs.tokenizer))
         dim = int(rows.shape[1])
         rows.flush()
         del rows

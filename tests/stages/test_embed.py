@@ -31,6 +31,8 @@ def test_static_run_and_its_resume_rules(tiny_encoder: Path, static_cache: Path,
     out = str(tmp_path / "run")
     report = datasculpt.run(datasculpt.default_config(**base, **static), output_dir=out)
     assert report["stages"]["embed"]["rung"] == "static-cpu"
+    # the table is the run tokenizer's model's: its ids come from the token store
+    assert report["stages"]["embed"]["ids_from"] == "token_store"
     assert report["metrics"]["label_purity_multi"] > 0.9  # topics share no token
     check_contract(Path(out), ctx_len=1024, append_eos=True)
     again = datasculpt.run(datasculpt.default_config(**base, **static), output_dir=out)
