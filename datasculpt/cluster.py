@@ -8,6 +8,11 @@ fill ``min_cluster_windows`` windows into their nearest neighbour. It stops when
 the centroids by less than ``epsilon`` on average and changed no cluster, or after ``max_iter``
 rounds.
 
+Above ``cell_docs`` documents one k-means would need k ~ sqrt(N) centroids (~15M at 1B), so
+the clustering runs in two levels: a coarse k-means cuts the corpus into cells, and the above
+runs, unchanged, inside each cell as one executor task (``_cluster_cells``). Up to
+``cell_docs`` nothing changes, bit for bit.
+
 Choices worth knowing:
 
 * Automatic k is ``ceil(total_tokens / (windows_per_cluster * ctx_len))`` clipped to
