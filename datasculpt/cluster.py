@@ -8,6 +8,11 @@ fill ``min_cluster_windows`` windows into their nearest neighbour. It stops when
 the centroids by less than ``epsilon`` on average and changed no cluster, or after ``max_iter``
 rounds.
 
+Above ``cell_docs`` documents one k-means would need k ~ sqrt(N) centroids (~15M at 1B), so
+the clustering runs in two levels: a coarse k-means cuts the corpus into cells, and the above
+runs, unchanged, inside each cell as one executor task (``_cluster_cells``). Up to
+``cell_docs`` nothing changes, bit for bit.
+
 Choices worth knowing:
 
 * Automatic k is ``ceil(total_tokens / (windows_per_cluster * ctx_len))`` clipped to
@@ -35,14 +40,23 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from datasculpt.backend import Backend, is_gpu_array, scatter_add, to_device, to_numpy, xp_of
+from datasculpt.backend import (
+    Backend,
+    is_gpu_array,
+    resolve_backend,
+    scatter_add,
+    to_device,
+    to_numpy,
+    xp_of,
+)
 from datasculpt.errors import ConfigError
-from datasculpt.executors import Executor, on_task_device
+from datasculpt.executors import Executor, LocalExecutor, on_task_device
 from datasculpt.executors.base import host_threads
 from datasculpt.knn import log_once
 from datasculpt.vectors import (
@@ -57,6 +71,8 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 16  # rows per row-dot block: bounds the gathered centroids to chunk x D
 _SPLIT_ITERS = 10  # 2-means iterations inside a cluster being split
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -572,6 +588,21 @@ def cluster(
 ) -> ClusterResult:
     """Cluster documents for packing; ``n_tokens`` weights the token-mass rules.
 
+    Up to ``cfg.cell_docs`` documents this is one flat k-means + ISODATA (``_cluster_flat``),
+    bit for bit what it has always been. Above it the automatic k (~sqrt(N)) would be out of
+    reach of one k-means, so the corpus is cut into cells first (``_cluster_cells``)."""
+    cell_docs = getattr(cfg, "cell_docs", None)
+    if cell_docs is None or int(embeddings.shape[0]) <= int(cell_docs):
+        return _cluster_flat(embeddings, n_tokens, ctx_len, cfg, backend, seed, executor)
+    return _cluster_cells(embeddings, n_tokens, ctx_len, cfg, backend, seed, executor)
+
+
+def _cluster_flat(
+    embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int,
+    executor: Executor,
+) -> ClusterResult:
+    """One k-means + ISODATA over all of ``embeddings``.
+
     k-means trains on a sample in this process; the assignment passes and centroid sums of
     every round run as ``executor`` tasks over blocks of ``cfg.task_docs`` documents."""
     xp = backend.xp
@@ -649,5 +680,94 @@ def cluster(
     return ClusterResult(
         labels=to_numpy(labels).astype(np.int32),
         centroids=np.ascontiguousarray(to_numpy(st.centroids)[order], dtype=np.float32),
+        stats=stats,
+    )
+
+
+# --------------------------------------------------------------------------- two levels
+
+
+class _InTask(LocalExecutor):
+    """The executor of the block passes inside one cell's task: serial, because the cells
+    themselves already run in parallel (threads or processes), and the bits depend on the
+    blocks, not on who runs them."""
+
+    def map(self, fn: Callable[..., R], items: Sequence[T], *, threads: int = 1,
+            gpu: bool = False, **shared: Any) -> list[R]:
+        del threads
+        return super().map(fn, items, threads=1, gpu=gpu, **shared)
+
+
+def _cell_task(idx: Any, *, x: Any, w: Any, ctx_len: int, cfg: Any, backend: str,
+               seed: int) -> ClusterResult:
+    """One cell (an executor task): today's flat clustering of the rows ``idx`` of ``x``,
+    its own k from its own token mass. ``backend`` travels by name (a module does not
+    pickle) and is rebuilt where the task runs."""
+    be = resolve_backend(backend)
+    xb = on_task_device(x)
+    rows = xp_of(xb).asarray(idx)
+    return _cluster_flat(xb[rows], on_task_device(w)[rows], ctx_len, cfg, be, seed, _InTask())
+
+
+def _cluster_cells(
+    embeddings: Any, n_tokens: np.ndarray, ctx_len: int, cfg: Any, backend: Backend, seed: int,
+    executor: Executor,
+) -> ClusterResult:
+    """Two levels: a coarse spherical k-means with ``ceil(N / cell_docs)`` centroids (the
+    k-means ladder, trained on a sample) puts every document in a cell by block passes; then
+    each cell runs ``_cluster_flat`` as one executor task. Cells are numbered by their first
+    document and each cell's clusters keep its canonical numbering after the clusters of the
+    cells before it, so labels are deterministic and the clusters of one cell are
+    consecutive (the packer sorts units by label and batches consecutive clusters)."""
+    xp = backend.xp
+    t0 = time.perf_counter()
+    x = l2_normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
+    w = xp.asarray(backend.asarray(np.asarray(n_tokens)), dtype=xp.float64)
+    n = int(x.shape[0])
+    k1 = math.ceil(n / int(cfg.cell_docs))
+    cent, labels, km_impl, _ = _train_kmeans(
+        x, k1, int(cfg.kmeans_iter), seed, backend, int(cfg.max_points_per_centroid),
+        str(cfg.kmeans))
+    passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
+    st, _ = passes.state(int(cent.shape[0]), labels=labels,
+                         cent=cent if labels is None else None)
+    cell, _ = _canonical(st.labels, st.k)
+    cell = to_numpy(cell)
+    order = np.argsort(cell, kind="stable")  # ascending documents inside each cell
+    members = np.split(order, np.cumsum(np.bincount(cell, minlength=st.k))[:-1])
+    t_coarse = time.perf_counter() - t0
+    gpu = backend.is_gpu
+    parts = executor.map(_cell_task, members, threads=1 if gpu else host_threads(), gpu=gpu,
+                         x=passes.x, w=passes.w, ctx_len=ctx_len, cfg=cfg,
+                         backend=backend.name, seed=seed)
+    out = np.empty(n, dtype=np.int32)
+    offset = 0
+    for idx, part in zip(members, parts, strict=True):
+        out[idx] = np.asarray(to_numpy(part.labels), dtype=np.int32) + offset
+        offset += int(part.stats["k"])
+    cells = [p.stats for p in parts]
+    stats = {
+        "k": offset, "cells": len(parts), "cell_docs": int(cfg.cell_docs),
+        "cell_sizes": [int(i.shape[0]) for i in members],
+        "cell_k": [int(s["k"]) for s in cells],
+        "k_initial": sum(int(s["k_initial"]) for s in cells),
+        "iterations": max(int(s["iterations"]) for s in cells),
+        "final_shift": max(float(s["final_shift"]) for s in cells),
+        "converged": all(bool(s.get("converged", True)) for s in cells),
+        "kmeans": cells[0].get("kmeans", km_impl), "coarse_kmeans": km_impl, "xp": xp.__name__,
+        "coarse_seconds": t_coarse, "seconds": time.perf_counter() - t0,
+        "assign": "exact" if all(s.get("assign") == "exact" for s in cells) else "candidates",
+        "sizes": [v for s in cells for v in s.get("sizes", [])],
+        "tokens": [v for s in cells for v in s.get("tokens", [])],
+        "spread": [v for s in cells for v in s.get("spread", [])],
+        "min_cluster_tokens": cells[0].get("min_cluster_tokens"),
+        "max_cluster_tokens": cells[0].get("max_cluster_tokens"),
+    }
+    log.info("cluster: %d cells of ~%d documents (coarse %s, %.1fs), k=%d, %.1fs", len(parts),
+             int(cfg.cell_docs), km_impl, t_coarse, offset, stats["seconds"])
+    return ClusterResult(
+        labels=out,
+        centroids=np.ascontiguousarray(
+            np.concatenate([to_numpy(p.centroids) for p in parts]), dtype=np.float32),
         stats=stats,
     )

@@ -86,6 +86,14 @@ class ClusterConfig:
     # Documents per task of a round's assignment and centroid sums (an executor task); the
     # block sums are added in block order, so the partition, not the executor, fixes the bits.
     task_docs: int = 262144
+    # Above this many documents, two levels: a coarse k-means cuts the corpus into
+    # ceil(N / cell_docs) cells and the clustering above runs inside each cell as one task
+    # (its k from its own token mass). At or below it: one flat clustering, as always.
+    # 1,000,000: the largest flat run measured (1M x 384 in ~45 s on 2 cores, 1.5 GB of
+    # fp32), so every corpus measured so far keeps its result, and 1B documents make ~1,000
+    # cells of about a minute each. Smaller cells (docs/SCALING.md plans ~61k) give finer
+    # tasks at the price of more cluster borders drawn by the coarse level.
+    cell_docs: int = 1_000_000
 
 
 @dataclass
@@ -322,6 +330,8 @@ def validate(cfg: DictConfig) -> None:
            f"tokenize_block_mb must be > 0, got {cfg.tokenize_block_mb}")
     _check(cfg.cluster.task_docs >= 1,
            f"cluster.task_docs must be >= 1, got {cfg.cluster.task_docs}")
+    _check(cfg.cluster.cell_docs >= 1,
+           f"cluster.cell_docs must be >= 1, got {cfg.cluster.cell_docs}")
     _check(0.0 < cfg.cluster.merge_threshold <= 1.0, "cluster.merge_threshold must be in (0, 1]")
     if cfg.input is not None:
         _check(bool(str(cfg.input).strip()), "input is empty")

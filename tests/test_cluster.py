@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import planted, purity, same_partition
+from helpers import packing_corpus, planted, purity, same_partition
 
 import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
@@ -502,3 +502,77 @@ def test_gpu_clusters_real_text_as_purely_as_the_cpu(gpu_backend, topic_embeddin
     assert res.stats["xp"] == "cupy"
     assert purity(res.labels, labels, n_tokens) >= 0.85, res.stats
     assert min(res.stats["tokens"]) >= 256
+
+
+# --------------------------------------------------------------------------- two levels
+
+# The labels today's flat clustering gave the corpus of ``_flat_corpus`` before the two
+# levels existed (commit 52165b2, faiss-cpu): a change to the single-cell path breaks this.
+FLAT_LABELS_SHA256 = "a1982ffdd001b1aebe0fd5426a685774590b126cbf5e544a57d392296975d415"
+
+
+def _flat_corpus() -> tuple[np.ndarray, np.ndarray, np.ndarray, ClusterConfig]:
+    x, lab = planted(10, 120, noise=0.25, seed=4, shuffle=True)
+    tokens = np.random.default_rng(5).integers(10, 900, x.shape[0])
+    return x, lab, tokens, ClusterConfig(split_threshold=0.9, task_docs=250)
+
+
+@pytest.mark.parametrize("cell_docs", [1200, 10**6])  # N itself (the bound) and the default
+def test_one_cell_is_todays_flat_clustering_bit_for_bit(cell_docs: int) -> None:
+    import hashlib
+
+    x, _, tokens, c = _flat_corpus()
+    assert x.shape[0] == 1200
+    res = cluster(x, tokens, 2000, dataclasses.replace(c, cell_docs=cell_docs), CPU, 0, LOCAL)
+    flat = cluster_mod._cluster_flat(x, tokens, 2000, c, CPU, 0, LOCAL)
+    assert "cells" not in res.stats and res.stats["k"] == 35
+    assert hashlib.sha256(res.labels.tobytes()).hexdigest() == FLAT_LABELS_SHA256
+    np.testing.assert_array_equal(res.labels, flat.labels)
+    np.testing.assert_array_equal(res.centroids, flat.centroids)
+    # the centroids are their members' normalised means (up to float32 sums in blocks)
+    means = np.stack([x[res.labels == j].mean(axis=0) for j in range(res.stats["k"])])
+    np.testing.assert_allclose(res.centroids, l2_normalize(means), atol=1e-6)
+    # one document more than the bound: two levels
+    more = cluster(x, tokens, 2000, dataclasses.replace(c, cell_docs=1199), CPU, 0, LOCAL)
+    assert more.stats["cells"] == 2
+
+
+def _cells_corpus() -> tuple[np.ndarray, np.ndarray, np.ndarray, ClusterConfig]:
+    doc_len, x, lab = packing_corpus(3000, 2048, 12, 32, seed=3)
+    return x, lab, doc_len, ClusterConfig(split_threshold=0.9, task_docs=200, cell_docs=500)
+
+
+def test_cells_label_every_document_deterministically_and_keep_quality(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x, lab, tokens, c = _cells_corpus()
+    monkeypatch.setattr(cluster_mod, "host_threads", lambda: 1)
+    serial = cluster(x, tokens, 2048, c, CPU, 0, LOCAL)
+    monkeypatch.setattr(cluster_mod, "host_threads", lambda: 4)
+    threaded = cluster(x, tokens, 2048, c, CPU, 0, LOCAL)
+    np.testing.assert_array_equal(serial.labels, threaded.labels)
+    np.testing.assert_array_equal(serial.centroids, threaded.centroids)
+    res, k = serial, serial.stats["k"]
+    assert res.stats["cells"] == 6 and sum(res.stats["cell_sizes"]) == x.shape[0]
+    assert res.labels.dtype == np.int32 and res.centroids.shape == (k, 32)
+    assert (np.bincount(res.labels, minlength=k) > 0).all() and res.labels.max() == k - 1
+    assert sum(res.stats["sizes"]) == x.shape[0] and len(res.stats["sizes"]) == k
+    # Each cell is today's clustering of its own documents, its labels after the cells before
+    # it: a cell's clusters are consecutive labels, and cells are numbered by first document.
+    unit = l2_normalize(x)
+    offset, seen = 0, np.zeros(x.shape[0], bool)
+    for size, cell_k in zip(res.stats["cell_sizes"], res.stats["cell_k"], strict=True):
+        rest = np.nonzero(~seen)[0]
+        idx = np.nonzero((res.labels >= offset) & (res.labels < offset + cell_k))[0]
+        assert idx.shape[0] == size and idx[0] == rest[0]
+        alone = cluster_mod._cluster_flat(unit[idx], tokens[idx], 2048, c, CPU, 0, LOCAL)
+        np.testing.assert_array_equal(res.labels[idx] - offset, alone.labels)
+        np.testing.assert_array_equal(res.centroids[offset:offset + cell_k], alone.centroids)
+        seen[idx] = True
+        offset += cell_k
+    assert seen.all() and offset == k
+    flat = cluster(x, tokens, 2048, dataclasses.replace(c, cell_docs=10**6), CPU, 0, LOCAL)
+    assert "cells" not in flat.stats
+    # Six cells for twelve noisy topics: the coarse borders cut a few topics, and the
+    # fragments share clusters inside their cells (0.983 against 0.996 flat, seed 0).
+    p_cells, p_flat = purity(res.labels, lab, tokens), purity(flat.labels, lab, tokens)
+    assert p_cells >= p_flat - 0.02, (p_cells, p_flat)

@@ -33,6 +33,8 @@ def _exit_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     (["tokenizer=./no/such/dir"], "tokenizer path not found"),
     (["pack.max_waste=2"], "pack.max_waste must be in [0, 1]"),
     (["judge=enabled", "judge.model=/no/such/model.gguf"], "judge.model"),
+    (["cluster.cell_docs=0"], "cluster.cell_docs must be >= 1, got 0"),
+    (["cluster.cell_docs=many"], "could not be converted to Integer"),
 ])
 def test_a_bad_config_is_one_line_and_exit_code_2(args: list[str], message: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

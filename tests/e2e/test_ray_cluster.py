@@ -134,6 +134,22 @@ def test_ray_writes_the_same_bytes_as_local(tmp_path: Path, ray_address: str) ->
     check_contract(tmp_path / "ray", ctx_len=1024, append_eos=True)
 
 
+def test_cluster_cells_under_ray_write_the_same_bytes_as_local(tmp_path: Path,
+                                                               ray_address: str) -> None:
+    # Cells forced small: the coarse block passes and each cell's clustering run as Ray
+    # tasks; the labels, and so every artifact, are the local run's bytes.
+    data, emb = _corpus(tmp_path)
+    extra = {"embed.precomputed": str(emb), "cluster.cell_docs": 150}
+    local = datasculpt.run(_cfg(data, {"name": "local"}, **extra),
+                           output_dir=str(tmp_path / "local"))
+    remote = datasculpt.run(_cfg(data, {"name": "ray", "address": ray_address}, **extra),
+                            output_dir=str(tmp_path / "ray"))
+    assert local["stages"]["cluster"]["cells"] >= 3
+    assert remote["stages"]["cluster"]["cells"] == local["stages"]["cluster"]["cells"]
+    _same_bytes(tmp_path / "local", tmp_path / "ray")
+    check_contract(tmp_path / "ray", ctx_len=1024, append_eos=True)
+
+
 def test_a_killed_worker_is_retried_and_the_output_is_unchanged(
         tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch) -> None:
     data, emb = _corpus(tmp_path)
