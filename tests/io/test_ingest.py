@@ -42,6 +42,7 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
     b = write_jsonl(tmp_path / "b.jsonl", [{"docid": "y", "content": "dup"}, "",
                                            {"docid": "z", "content": "delta epsilon"}])
     opts = ReadOptions()
+    (tmp_path / "tokens.bin").write_bytes(b"old")  # a layout-1 store's merged copy
     corpus, n_tok, stats, _ = read_and_tokenize([a, b], opts, "default", 2, tmp_path,
                                                 LocalExecutor(), progress=False)
     one = ReadStats()
@@ -53,7 +54,9 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
         want = tokenizer(d.text, add_special_tokens=False)["input_ids"]
         assert n_tok[i] == len(want)
         assert store.span(i, 0, int(n_tok[i])).tolist() == want
-    assert not list(tmp_path.glob(".tokenize.*"))  # the part files are gone
+    assert not list(tmp_path.glob(".tokenize.*"))  # the temporary directory is gone
+    assert not (tmp_path / "tokens.bin").exists()
+    assert store.skip_doc.tolist() == [2]  # z follows b's dropped duplicate y
     assert np.array_equal(store.doc_len, n_tok)
 
 
