@@ -16,8 +16,6 @@ index is its position in that merge.
 from __future__ import annotations
 
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +45,7 @@ from datasculpt.io.token_store import (
     write_offsets,
     write_parts,
 )
+from datasculpt.io.write import atomic_dir
 from datasculpt.progress import progress_bar
 
 
@@ -176,16 +175,6 @@ class _Skips:
         return np.concatenate(self.rows) if self.rows else np.zeros((0, 2), dtype=np.int64)
 
 
-def _replace_dir(new: Path, final: Path) -> None:
-    """Put ``new`` where ``final`` is, by renames: the old directory is deleted only after."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batch_size: int,
                       out_dir: Path, executor: Executor, progress: bool = True,
                       block_bytes: int = 1 << 28,
@@ -196,8 +185,8 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
     t0 = time.perf_counter()
     stats = ReadStats(files=[str(p) for p in paths])
     blocks = plan_blocks(paths, block_bytes)
-    part_dir = Path(tempfile.mkdtemp(prefix=".tokenize.", dir=out_dir))
-    try:
+    # the tasks write their parts where the store will be: it is renamed into place, not copied
+    with atomic_dir(out_dir / PARTS_DIR) as part_dir:
         parts = executor.map(ingest_block, range(len(blocks)), blocks=blocks, paths=paths,
                              opts=opts, tokenizer=tokenizer, batch_size=batch_size,
                              part_dir=str(part_dir),
@@ -224,9 +213,6 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
             listed.append((path.name, int(part.n_tokens.sum())))
             lengths.append(part.n_tokens[keep])
         write_parts(part_dir, listed, skips.array())
-        _replace_dir(part_dir, out_dir / PARTS_DIR)
-    finally:
-        shutil.rmtree(part_dir, ignore_errors=True)
     (out_dir / LEGACY_TOKENS).unlink(missing_ok=True)  # a layout-1 store's merged copy
     n_tokens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = write_offsets(out_dir, n_tokens)

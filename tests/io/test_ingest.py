@@ -54,7 +54,7 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
         want = tokenizer(d.text, add_special_tokens=False)["input_ids"]
         assert n_tok[i] == len(want)
         assert store.span(i, 0, int(n_tok[i])).tolist() == want
-    assert not list(tmp_path.glob(".tokenize.*"))  # the temporary directory is gone
+    assert not list(tmp_path.glob(".token_parts*"))  # the temporary directory is gone
     assert not (tmp_path / "tokens.bin").exists()
     assert store.skip_doc.tolist() == [2]  # z follows b's dropped duplicate y
     assert np.array_equal(store.doc_len, n_tok)
