@@ -150,7 +150,20 @@ class TokenStore:
         return self.offsets[doc] + np.where(row >= 0, self.skipped[np.maximum(row, 0)], 0)
 
     def span(self, doc: int, start: int, end: int) -> np.ndarray:
-        return self.gather(np.asarray([doc]), np.asarray([start]), np.asarray([end]))
+        """One span, without ``gather``'s array work: callers read long documents one at a
+        time, and the per-call cost is then the read's."""
+        out = np.empty(max(int(end) - int(start), 0), dtype=np.int32)
+        if not out.size:
+            return out
+        placed = int(self.offsets[doc])
+        if self.skip_doc.size:
+            row = int(np.searchsorted(self.skip_doc, doc, side="right")) - 1
+            placed += int(self.skipped[row]) if row >= 0 else 0
+        part = int(np.searchsorted(self.part_start, placed, side="right")) - 1
+        src = placed + int(start) - int(self.part_start[part])
+        self._read(self.files[part], np.asarray([src * 4]), np.asarray([0]),
+                   np.asarray([out.size * 4]), memoryview(out).cast("B"))
+        return out
 
     def tokens(self, lo: int, hi: int) -> np.ndarray:
         """Ids ``lo`` to ``hi`` of all documents' ids in document order (what ``tokens.bin``
