@@ -4,18 +4,18 @@ Shards larger than the block size are cut into blocks (byte ranges of plain JSON
 of Parquet; ``plan_blocks``). Each task checks its block's records (``check_records``: nothing
 that depends on other records), tokenizes every candidate into a part file and returns the
 candidates' metadata. The merge then walks the blocks in input order, numbers the lines of
-byte-range blocks within their shard, applies the checks that depend on earlier records
-(``Admission``: duplicate ids, vector dimension) and copies the admitted documents' ids into
-the token store. The same tasks and the same merge run under every executor and block size,
-so ``documents.parquet``, ``tokens.bin`` and ``offsets.npy`` are the same bytes under local and
-Ray; a document's global index is its position in that merge.
+byte-range blocks within their shard and applies the checks that depend on earlier records
+(``Admission``: duplicate ids, vector dimension). It copies no ids: the part files become the
+token store as they are (``token_store``), the ids of dropped candidates stepped over. The same
+tasks and the same merge run under every executor, so ``documents.parquet``, ``offsets.npy``
+and the store's files are the same bytes under local and Ray; the documents and their ids do
+not depend on the block size either (only how the ids are cut into parts). A document's global
+index is its position in that merge.
 """
 
 from __future__ import annotations
 
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,11 +37,16 @@ from datasculpt.io.read import (
     malformed_record,
     plan_blocks,
 )
-from datasculpt.io.token_store import TOKENS, TokenWriter, store_stats, write_offsets
-from datasculpt.io.write import atomic_path
+from datasculpt.io.token_store import (
+    LEGACY_TOKENS,
+    PARTS_DIR,
+    TokenWriter,
+    store_stats,
+    write_offsets,
+    write_parts,
+)
+from datasculpt.io.write import atomic_dir
 from datasculpt.progress import progress_bar
-
-_COPY_BYTES = 1 << 24  # bytes copied from a part file at a time: bounds the merge's memory
 
 
 @dataclass
@@ -140,19 +145,34 @@ def ingest_block(index: int, *, blocks: list[Block], paths: list[Path], opts: Re
     return part
 
 
-def _copy_tokens(src: Path, n_tokens: np.ndarray, keep: np.ndarray, fh: Any) -> None:
-    """Append the kept documents' ids of a part file to ``fh`` with plain reads: a memory
-    map would leave every page it touched in this process's resident set (the whole part)."""
-    if not keep.any():
-        return
-    with open(src, "rb") as part:
+class _Skips:
+    """The ``(document, skipped)`` rows of the store (``token_store``): where the ids of
+    dropped candidates make a document's position in the parts differ from its offset."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.skipped = 0  # ids of dropped candidates so far, in the listed parts
+        self.last = 0  # the skip of the last document with a row (or none)
+
+    def add(self, first_doc: int, n_tokens: np.ndarray, keep: np.ndarray) -> None:
+        """One listed part (at least one candidate kept) whose documents are numbered from
+        ``first_doc``."""
         if keep.all():
-            shutil.copyfileobj(part, fh, _COPY_BYTES)
+            if self.skipped != self.last:
+                self.rows.append(np.asarray([[first_doc, self.skipped]], dtype=np.int64))
+                self.last = self.skipped
             return
-        starts = np.concatenate(([0], np.cumsum(n_tokens)[:-1])) * 4
-        for d in np.flatnonzero(keep).tolist():
-            part.seek(int(starts[d]))
-            fh.write(part.read(int(n_tokens[d]) * 4))
+        dropped = np.where(keep, 0, n_tokens)
+        before = self.skipped + np.cumsum(dropped) - dropped  # dropped ids before each candidate
+        skip = before[keep]
+        changed = skip != np.concatenate(([self.last], skip[:-1]))
+        docs = first_doc + np.flatnonzero(changed)
+        self.rows.append(np.stack([docs, skip[changed]], axis=1).astype(np.int64))
+        self.last = int(skip[-1])
+        self.skipped += int(dropped.sum())
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.rows) if self.rows else np.zeros((0, 2), dtype=np.int64)
 
 
 def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batch_size: int,
@@ -165,8 +185,8 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
     t0 = time.perf_counter()
     stats = ReadStats(files=[str(p) for p in paths])
     blocks = plan_blocks(paths, block_bytes)
-    part_dir = Path(tempfile.mkdtemp(prefix=".tokenize.", dir=out_dir))
-    try:
+    # the tasks write their parts where the store will be: it is renamed into place, not copied
+    with atomic_dir(out_dir / PARTS_DIR) as part_dir:
         parts = executor.map(ingest_block, range(len(blocks)), blocks=blocks, paths=paths,
                              opts=opts, tokenizer=tokenizer, batch_size=batch_size,
                              part_dir=str(part_dir),
@@ -174,20 +194,26 @@ def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batc
         corpus = Corpus(labels=[] if opts.label_key else None)
         # a hash match is rechecked against the first occurrence's id, which the corpus keeps
         admission = Admission(lambda k: (corpus.docids[k], corpus.sources[k], corpus.lines[k]))
-        lengths = []
+        lengths: list[np.ndarray] = []
+        listed: list[tuple[str, int]] = []
+        skips = _Skips()
         line_offset, file_no = 0, -1
-        with atomic_path(out_dir / TOKENS) as tmp, open(tmp, "wb") as fh:
-            for part in parts:
-                if part.block.file_no != file_no:
-                    line_offset, file_no = 0, part.block.file_no
-                offset = line_offset if part.block.line_base is None else 0
-                keep = _merge_part(part, offset, opts, stats, admission, corpus)
-                line_offset += part.n_lines
-                _copy_tokens(Path(part.tokens_path), part.n_tokens, keep, fh)
-                lengths.append(part.n_tokens[keep])
-                Path(part.tokens_path).unlink()
-    finally:
-        shutil.rmtree(part_dir, ignore_errors=True)
+        for part in parts:
+            if part.block.file_no != file_no:
+                line_offset, file_no = 0, part.block.file_no
+            offset = line_offset if part.block.line_base is None else 0
+            first_doc = len(corpus)
+            keep = _merge_part(part, offset, opts, stats, admission, corpus)
+            line_offset += part.n_lines
+            path = Path(part.tokens_path)
+            if not keep.any():  # no document's ids in it: not part of the store
+                path.unlink()
+                continue
+            skips.add(first_doc, part.n_tokens, keep)
+            listed.append((path.name, int(part.n_tokens.sum())))
+            lengths.append(part.n_tokens[keep])
+        write_parts(part_dir, listed, skips.array())
+    (out_dir / LEGACY_TOKENS).unlink(missing_ok=True)  # a layout-1 store's merged copy
     n_tokens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = write_offsets(out_dir, n_tokens)
     return corpus, n_tokens, stats, store_stats(n_tokens, offsets, time.perf_counter() - t0)

@@ -103,11 +103,11 @@ def token_dtype(max_id: int) -> np.dtype:
 
 
 def _store_max_id(store: TokenStore) -> int:
-    """The largest id in the token store, read in chunks (memory holds one chunk)."""
+    """The largest id of the documents in the token store, read in chunks (memory holds one
+    chunk); not of dropped records, whose ids stay in the part files."""
     total, best = int(store.offsets[-1]), 0
     for lo in range(0, total, _SCAN):
-        chunk = np.fromfile(store.path, dtype=np.int32, count=min(_SCAN, total - lo),
-                            offset=lo * 4)
+        chunk = store.tokens(lo, min(lo + _SCAN, total))
         if chunk.size:
             best = max(best, int(chunk.max()))
     return best

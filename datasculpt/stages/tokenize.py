@@ -13,7 +13,7 @@ import numpy as np
 from datasculpt.errors import InputError
 from datasculpt.io.ingest import read_and_tokenize
 from datasculpt.io.read import Corpus
-from datasculpt.io.token_store import OFFSETS, TOKENS
+from datasculpt.io.token_store import store_files
 from datasculpt.io.write import write_jsonl, write_parquet
 from datasculpt.manifest import fingerprint
 from datasculpt.runner import Inputs, Run, Stage
@@ -22,7 +22,7 @@ from datasculpt.types import Units
 
 log = logging.getLogger("datasculpt")
 
-STORE_LAYOUT = 1  # bump when the token store's layout changes: old stores are then rebuilt
+STORE_LAYOUT = 2  # bump when the token store's layout changes: old stores are then rebuilt
 
 
 @dataclass(frozen=True)
@@ -91,5 +91,5 @@ def _input_identity(run: Run) -> dict[str, Any]:
 
 TOKENIZE = Stage(
     "tokenize", _work,
-    artifacts=lambda run: ["documents.parquet", "malformed.jsonl", TOKENS, OFFSETS],
+    artifacts=lambda run: ["documents.parquet", "malformed.jsonl", *store_files(run.out)],
     reads=("tokenizer",), extra=_input_identity, load=_load)

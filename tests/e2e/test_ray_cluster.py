@@ -17,13 +17,14 @@ import pytest
 from helpers import check_contract, write_jsonl
 
 import datasculpt
+from datasculpt.io.token_store import PARTS_DIR
 
 ray = pytest.importorskip("ray", reason="executor=ray needs the [ray] extra")
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = ("sequences.jsonl", "documents.parquet", "malformed.jsonl", "tokens.bin",
-             "offsets.npy", "embeddings.npy", "clusters.npy", "pieces_datasculpt.npy")
+ARTIFACTS = ("sequences.jsonl", "documents.parquet", "malformed.jsonl", "offsets.npy",
+             "embeddings.npy", "clusters.npy", "pieces_datasculpt.npy")
 
 
 def _free_port() -> int:
@@ -113,6 +114,11 @@ def _cfg(data: Path, executor: dict, **extra):
 def _same_bytes(a: Path, b: Path) -> None:
     for name in ARTIFACTS:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    store = sorted(p.name for p in (a / PARTS_DIR).iterdir())  # the token store's parts
+    assert len(store) > 3  # parts.json, skips.npy and several tokenize tasks' parts
+    assert store == sorted(p.name for p in (b / PARTS_DIR).iterdir())
+    for name in store:
+        assert (a / PARTS_DIR / name).read_bytes() == (b / PARTS_DIR / name).read_bytes(), name
     shards = sorted(p.name for p in (a / "tokens").glob("part-*.parquet"))
     assert len(shards) > 2  # several shard tasks ran
     assert shards == sorted(p.name for p in (b / "tokens").glob("part-*.parquet"))

@@ -42,6 +42,7 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
     b = write_jsonl(tmp_path / "b.jsonl", [{"docid": "y", "content": "dup"}, "",
                                            {"docid": "z", "content": "delta epsilon"}])
     opts = ReadOptions()
+    (tmp_path / "tokens.bin").write_bytes(b"old")  # a layout-1 store's merged copy
     corpus, n_tok, stats, _ = read_and_tokenize([a, b], opts, "default", 2, tmp_path,
                                                 LocalExecutor(), progress=False)
     one = ReadStats()
@@ -53,7 +54,9 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
         want = tokenizer(d.text, add_special_tokens=False)["input_ids"]
         assert n_tok[i] == len(want)
         assert store.span(i, 0, int(n_tok[i])).tolist() == want
-    assert not list(tmp_path.glob(".tokenize.*"))  # the part files are gone
+    assert not list(tmp_path.glob(".token_parts*"))  # the temporary directory is gone
+    assert not (tmp_path / "tokens.bin").exists()
+    assert store.skip_doc.tolist() == [2]  # z follows b's dropped duplicate y
     assert np.array_equal(store.doc_len, n_tok)
 
 
@@ -138,5 +141,10 @@ def test_blocked_reading_writes_the_same_store(tmp_path: Path, block_bytes: int)
     assert s1.malformed == s2.malformed == one.malformed
     assert s1.records == s2.records == one.records
     assert np.array_equal(n1, n2)
-    for name in ("tokens.bin", "offsets.npy"):
-        assert (o1 / name).read_bytes() == (o2 / name).read_bytes(), name
+    assert (o1 / "offsets.npy").read_bytes() == (o2 / "offsets.npy").read_bytes()
+    # the parts differ with the cut; the documents' ids read through them do not
+    s1, s2 = TokenStore(o1), TokenStore(o2)
+    assert len(s2.files) > len(s1.files) and s1.skip_doc.size and s2.skip_doc.size
+    total = int(s1.offsets[-1])
+    assert s1.tokens(0, total).tobytes() == s2.tokens(0, total).tobytes()
+    assert not (o1 / "tokens.bin").exists()  # no merged copy

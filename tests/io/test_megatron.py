@@ -33,7 +33,7 @@ with warnings.catch_warnings():  # "Transformer Engine and Apex are not installe
 
 from datasculpt.errors import ConfigError
 from datasculpt.io import megatron
-from datasculpt.io.token_store import TOKENS, TokenStore, write_offsets
+from datasculpt.io.token_store import PARTS_DIR, TokenStore, write_offsets, write_parts
 from datasculpt.types import Packing
 
 CTX = 256  # run_pipeline's ctx_len
@@ -260,8 +260,10 @@ SEP = 99
 
 
 def small_store(tmp: Path, docs: list[list[int]]) -> TokenStore:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / TOKENS).write_bytes(np.asarray([t for d in docs for t in d], np.int32).tobytes())
+    (tmp / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    ids = np.asarray([t for d in docs for t in d], np.int32)
+    (tmp / PARTS_DIR / "part-000000.bin").write_bytes(ids.tobytes())
+    write_parts(tmp / PARTS_DIR, [("part-000000.bin", ids.size)], np.zeros((0, 2)))
     write_offsets(tmp, np.asarray([len(d) for d in docs], np.int64))
     return TokenStore(tmp)
 
@@ -306,7 +308,7 @@ def test_writer_matches_megatron_s_own_builder_byte_for_byte(tmp_path: Path,
     megatron.write(tmp_path / "run", Packing.from_lists(ROWS), store, 1, SEP, order, ctx_len=8,
                    progress=False)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    assert sorted(os.listdir(tmp_path / "run")) == ["megatron", "offsets.npy", "tokens.bin"]
+    assert sorted(os.listdir(tmp_path / "run")) == ["megatron", "offsets.npy", PARTS_DIR]
 
 
 def test_writer_counts_joined_pieces_and_refuses_lost_boundaries(tmp_path: Path) -> None:
