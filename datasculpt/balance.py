@@ -91,28 +91,37 @@ def step_seconds(order: np.ndarray, cost: np.ndarray, ranks: int, micro_batch: i
 
 def balanced_order(order: np.ndarray, cost: np.ndarray, ranks: int, micro_batch: int,
                    window: int, layout: str, seed: int) -> np.ndarray:
-    """``order`` rearranged pool by pool so every step's ranks carry similar costs."""
+    """``order`` rearranged pool by pool so every step's ranks carry similar costs.
+
+    Steps do not interact, so the greedy deals the ``i``-th costliest row of every step at
+    once: ``ranks * micro_batch`` vectorised rounds, not a Python step per row.
+    """
     g = ranks * micro_batch
-    out = order.copy()
-    owner = _rank_of_slot(ranks, micro_batch, layout)
-    slot_of = [np.flatnonzero(owner == r) for r in range(ranks)]
-    rng = np.random.default_rng([seed, 0xBA1])
     n_steps = order.shape[0] // g
-    for first in range(0, n_steps, window):
-        w = min(window, n_steps - first)  # the last pool: the full steps that are left
-        lo, hi = first * g, (first + w) * g
-        rows = order[lo:hi]
-        steps = rows[np.argsort(-cost[rows], kind="stable")].reshape(w, g)  # by cost
-        placed = np.empty_like(steps)
-        for s in range(w):
-            load = np.zeros(ranks)
-            room = np.full(ranks, micro_batch)
-            for row in steps[s].tolist():  # largest first, to the least loaded rank with room
-                r = int(np.argmin(np.where(room > 0, load, np.inf)))
-                placed[s, slot_of[r][micro_batch - room[r]]] = row
-                load[r] += cost[row]
-                room[r] -= 1
-        out[lo:hi] = placed[rng.permutation(w)].reshape(-1)
+    out = order.copy()
+    if not n_steps:
+        return out
+    owner = _rank_of_slot(ranks, micro_batch, layout)
+    slot_of = np.stack([np.flatnonzero(owner == r) for r in range(ranks)])  # [ranks, mb]
+    firsts = list(range(0, n_steps, window))
+    # Every pool's rows by cost, dealt into its steps (the last pool: the full steps left).
+    steps = np.concatenate([
+        (rows := order[f * g : min(f + window, n_steps) * g])[
+            np.argsort(-cost[rows], kind="stable")].reshape(-1, g) for f in firsts])
+    at = np.arange(n_steps)
+    load = np.zeros((n_steps, ranks))
+    room = np.full((n_steps, ranks), micro_batch)
+    placed = np.empty_like(steps)
+    for i in range(g):  # largest first, to the least loaded rank with room
+        row = steps[:, i]
+        r = np.argmin(np.where(room > 0, load, np.inf), axis=1)
+        placed[at, slot_of[r, micro_batch - room[at, r]]] = row
+        load[at, r] += cost[row]
+        room[at, r] -= 1
+    rng = np.random.default_rng([seed, 0xBA1])
+    for f in firsts:
+        w = min(window, n_steps - f)
+        out[f * g : (f + w) * g] = placed[f : f + w][rng.permutation(w)].reshape(-1)
     return out
 
 
