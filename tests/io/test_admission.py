@@ -152,7 +152,7 @@ def _expected(paths: list[Path]) -> tuple[list[str], list[tuple[str, int, str]]]
 def test_read_and_ingest_admit_like_a_dict(tmp_path: Path, hash_name: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # The single pass (its own id log) and the block merge of ingest (the ids of its parts),
-    # block sizes that cut shards into many blocks: the dict's documents and reports.
+    # at block sizes that cut shards into many blocks: the dict's documents and reports.
     monkeypatch.setattr(adm, "hash_ids", HASHES[hash_name])
     paths = _shards(tmp_path, np.random.default_rng(21))
     want_ids, want_dups = _expected(paths)
