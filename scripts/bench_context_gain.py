@@ -38,6 +38,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
 import datasculpt  # noqa: E402
+from datasculpt.io.ingest import document_blocks  # noqa: E402
 from datasculpt.io.read import ReadOptions, resolve_inputs  # noqa: E402
 from datasculpt.judge.gain import (  # noqa: E402
     GainSettings,
@@ -202,6 +203,7 @@ def main() -> None:
                 packing = load_packing(work / f"pieces_{method}.npy")
                 rows.append((name, packing, metrics, digest(packing, judge_key)))
         docs = pq.read_table(work / "documents.parquet").to_pydict()
+        blocks = document_blocks(docs["source"], [str(p) for p in paths])
         doc_len = np.asarray(docs["n_tokens"], dtype=np.int64)
         if args.only is None or "random" in args.only:
             rand = random_grouping(make_units(doc_len, ctx, 1), ctx, args.seed)
@@ -244,7 +246,7 @@ def main() -> None:
             t0 = time.perf_counter()
             judged = judge_packings(
                 {name: packing}, lm, doc_len, True,
-                lambda r, src=docs["source"]: document_texts_of(r, src, paths, opts, work), tok,
+                lambda r, b=blocks: document_texts_of(r, b, paths, opts, work), tok,
                 settings, args.seed, progress=True, chosen=missing)
             with open(cache_dir / f"{key}.jsonl", "a") as fh:
                 fh.writelines(json.dumps(r) + "\n" for r in judged.records)

@@ -57,6 +57,7 @@ import torch  # noqa: E402
 
 import datasculpt  # noqa: E402
 from datasculpt.data import SAMPLE_LABEL_KEY, SAMPLE_PATH  # noqa: E402
+from datasculpt.io.ingest import document_blocks  # noqa: E402
 from datasculpt.io.read import ReadOptions, ReadStats, iter_documents, resolve_inputs  # noqa: E402
 from datasculpt.io.token_store import TokenStore  # noqa: E402
 from datasculpt.io.write import write_json, write_jsonl  # noqa: E402
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     long_docs = [store.span(d, 0, preset.ctx).astype(np.int64)
                  for d in np.flatnonzero(doc_len >= preset.ctx).tolist()]
     paths = resolve_inputs(str(work / "heldout.jsonl"))
+    blocks = document_blocks(docs["source"], [str(p) for p in paths])
     opts = ReadOptions(label_key=label_key)
     settings = GainSettings(sequences=preset.eval_windows, max_tokens=preset.ctx,
                             batch_tokens=8 * preset.ctx)
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
                             max_positions=preset.ctx, device=device, dtype="float32")
             judged = judge_packings(
                 {"heldout": held_pack}, judge, doc_len, True,
-                lambda r, src=docs["source"]: document_texts_of(r, src, paths, opts, held),
+                lambda r: document_texts_of(r, blocks, paths, opts, held),
                 tok, settings, seed=0)
             gain = summarize(judged.records, eligible_sequences(held_pack))
             long_loss, long_all = long_document_loss(model, long_docs, preset.ctx, device)

@@ -163,7 +163,7 @@ def run_pipeline(tmp: Path, docs: list[dict[str, str]], **over: Any) -> tuple[Pa
     if not data.exists():  # written once: a rewrite is a new input, and every stage reruns
         write_jsonl(data, docs)
     cfg = datasculpt.default_config(input=str(data), ctx_len=over.pop("ctx_len", 256),
-                                    label_key="topic",
+                                    label_key=over.pop("label_key", "topic"),
                                     **{"report.plots": False, "report.progress": False, **over})
     out = tmp / "run"
     return out, datasculpt.run(cfg, output_dir=str(out))

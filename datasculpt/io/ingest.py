@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from datasculpt.errors import InputError
 from datasculpt.executors import Executor
 from datasculpt.io.admission import Admission
+from datasculpt.io.doc_table import DOC_PARTS, DocTable, DocTableWriter, read_ipc, write_ipc
 from datasculpt.io.read import (
     Block,
-    Corpus,
     ReadOptions,
     ReadStats,
     check_records,
@@ -51,21 +52,20 @@ from datasculpt.progress import progress_bar
 
 @dataclass
 class ShardPart:
-    """What one task found in one block: its candidates (in line order) and problems.
+    """What one task found in one block: its problems, and where its candidates are.
 
-    Lines are the shard's, or the block's own (from 1) when its ``line_base`` is unknown;
-    ``n_lines`` then moves the next block of the shard along."""
+    The candidates' metadata (in line order) is an Arrow file beside the block's token part
+    (``meta_path``: docid or null, line, n_tokens, vector problem, vector dimension, label),
+    so what travels back to the driver is small whatever the block holds. Lines are the
+    shard's, or the block's own (from 1) when its ``line_base`` is unknown; ``n_lines`` then
+    moves the next block of the shard along."""
 
     block: Block
     records: int
     problems: list[tuple[int, str]]  # (line, reason) of records that are no candidates
-    lines: np.ndarray
-    docids: list[str | None]
-    labels: list[str] | None
-    vector_problems: list[str | None]
-    vector_dims: list[int | None]
-    n_tokens: np.ndarray
+    candidates: int
     tokens_path: str
+    meta_path: str
     n_lines: int = 0
 
 
@@ -119,9 +119,12 @@ def ingest_block(index: int, *, blocks: list[Block], paths: list[Path], opts: Re
     block = blocks[index]
     tok = load_tokenizer(tokenizer)
     path = Path(part_dir) / f"part-{index:06d}.bin"
-    part = ShardPart(block, 0, [], np.zeros(0, np.int64), [], [] if opts.label_key else None,
-                     [], [], np.zeros(0, np.int64), str(path))
+    part = ShardPart(block, 0, [], 0, str(path), str(Path(part_dir) / f"cand-{index:06d}.arrow"))
     lines: list[int] = []
+    docids: list[str | None] = []
+    labels: list[str] | None = [] if opts.label_key else None
+    vector_problems: list[str | None] = []
+    vector_dims: list[int | None] = []
     source = Path(paths[block.file_no])
     bar = progress_bar(progress, desc=f"tokenize {source.name}", unit="doc", leave=False)
     with open(path, "wb") as fh:
@@ -133,15 +136,23 @@ def ingest_block(index: int, *, blocks: list[Block], paths: list[Path], opts: Re
                 part.problems.append((line, problem or "malformed"))
                 continue
             lines.append(line)
-            part.docids.append(cand.docid)
-            if part.labels is not None:
-                part.labels.append(cand.label or "")
-            part.vector_problems.append(cand.vector_problem)
-            part.vector_dims.append(None if cand.vector is None else int(cand.vector.size))
+            docids.append(cand.docid)
+            if labels is not None:
+                labels.append(cand.label or "")
+            vector_problems.append(cand.vector_problem)
+            vector_dims.append(None if cand.vector is None else int(cand.vector.size))
             writer.add(cand.text)
-        part.n_tokens = writer.lengths()
+        n_tokens = writer.lengths()
     bar.close()
-    part.lines = np.asarray(lines, dtype=np.int64)
+    part.candidates = len(lines)
+    columns = {"docid": pa.array(docids, type=pa.string()),
+               "line": pa.array(lines, type=pa.int64()),
+               "n_tokens": pa.array(n_tokens, type=pa.int64()),
+               "vector_problem": pa.array(vector_problems, type=pa.string()),
+               "vector_dim": pa.array(vector_dims, type=pa.int64())}
+    if labels is not None:
+        columns["label"] = pa.array(labels, type=pa.string())
+    write_ipc(part.meta_path, pa.table(columns))
     return part
 
 
@@ -178,63 +189,75 @@ class _Skips:
 def read_and_tokenize(paths: list[Path], opts: ReadOptions, tokenizer: str, batch_size: int,
                       out_dir: Path, executor: Executor, progress: bool = True,
                       block_bytes: int = 1 << 28,
-                      ) -> tuple[Corpus, np.ndarray, ReadStats, dict[str, Any]]:
-    """The read + tokenize stage: the corpus metadata in input order, every document's token
-    count, the read stats, and the token store written into ``out_dir``. The output does
-    not depend on ``block_bytes`` (nor on the executor): only how the work is cut."""
+                      ) -> tuple[DocTable, np.ndarray, ReadStats, dict[str, Any]]:
+    """The read + tokenize stage: the documents' metadata in input order (``doc_parts/``),
+    every document's token count, the read stats, and the token store written into
+    ``out_dir``. The output does not depend on ``block_bytes`` (nor on the executor): only
+    how the work is cut."""
     t0 = time.perf_counter()
     stats = ReadStats(files=[str(p) for p in paths])
     blocks = plan_blocks(paths, block_bytes)
     # the tasks write their parts where the store will be: it is renamed into place, not copied
-    with atomic_dir(out_dir / PARTS_DIR) as part_dir:
+    with atomic_dir(out_dir / PARTS_DIR) as part_dir, \
+            atomic_dir(out_dir / DOC_PARTS) as doc_dir:
         parts = executor.map(ingest_block, range(len(blocks)), blocks=blocks, paths=paths,
                              opts=opts, tokenizer=tokenizer, batch_size=batch_size,
                              part_dir=str(part_dir),
                              progress=progress and executor.task_progress)
-        corpus = Corpus(labels=[] if opts.label_key else None)
-        # a hash match is rechecked against the first occurrence's id, which the corpus keeps
-        admission = Admission(lambda k: (corpus.docids[k], corpus.sources[k], corpus.lines[k]))
+        docs = DocTableWriter(doc_dir, stats.files, opts.label_key)
+        # a hash match is rechecked against the first occurrence's id, read from its part
+        admission = Admission(docs.first_of)
         lengths: list[np.ndarray] = []
         listed: list[tuple[str, int]] = []
         skips = _Skips()
         line_offset, file_no = 0, -1
-        for part in parts:
+        for index, part in enumerate(parts):
             if part.block.file_no != file_no:
                 line_offset, file_no = 0, part.block.file_no
             offset = line_offset if part.block.line_base is None else 0
-            first_doc = len(corpus)
-            keep = _merge_part(part, offset, opts, stats, admission, corpus)
+            first_doc = docs.rows
+            meta = read_ipc(part.meta_path)
+            keep = _merge_part(index, part, meta, offset, opts, stats, admission, docs)
+            n_tokens = meta.column("n_tokens").to_numpy()
+            del meta
+            Path(part.meta_path).unlink()
             line_offset += part.n_lines
             path = Path(part.tokens_path)
             if not keep.any():  # no document's ids in it: not part of the store
                 path.unlink()
                 continue
-            skips.add(first_doc, part.n_tokens, keep)
-            listed.append((path.name, int(part.n_tokens.sum())))
-            lengths.append(part.n_tokens[keep])
+            skips.add(first_doc, n_tokens, keep)
+            listed.append((path.name, int(n_tokens.sum())))
+            lengths.append(n_tokens[keep])
         write_parts(part_dir, listed, skips.array())
+        docs.close()
     (out_dir / LEGACY_TOKENS).unlink(missing_ok=True)  # a layout-1 store's merged copy
     n_tokens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = write_offsets(out_dir, n_tokens)
-    return corpus, n_tokens, stats, store_stats(n_tokens, offsets, time.perf_counter() - t0)
+    return (DocTable(out_dir), n_tokens, stats,
+            store_stats(n_tokens, offsets, time.perf_counter() - t0))
 
 
-def _merge_part(part: ShardPart, offset: int, opts: ReadOptions, stats: ReadStats,
-                admission: Admission, corpus: Corpus) -> np.ndarray:
-    """Admit one block's candidates in line order (their lines moved by ``offset`` to the
-    shard's), interleaved with its problems exactly as a single pass over the shard meets
-    them; returns which candidates became documents."""
+def _merge_part(index: int, part: ShardPart, meta: Any, offset: int, opts: ReadOptions,
+                stats: ReadStats, admission: Admission, docs: DocTableWriter) -> np.ndarray:
+    """Admit one block's candidates (``meta``) in line order (their lines moved by
+    ``offset`` to the shard's), interleaved with its problems exactly as a single pass over
+    the shard meets them, and write the admitted ones as the block's part of the documents'
+    table; returns which candidates became documents. Its lists live for one block."""
     file_no = part.block.file_no
     source = stats.files[file_no]
     stats.records += part.records
-    keep = np.zeros(part.lines.size, dtype=bool)
-    lines = (part.lines + offset).tolist()
-    docids = [d or f"{source}:{line}" for d, line in zip(part.docids, lines, strict=True)]
-    admitted = admission.admit_block(source, lines, docids, part.vector_problems,
-                                     part.vector_dims)
+    keep = np.zeros(part.candidates, dtype=bool)
+    line_arr = meta.column("line").to_numpy() + offset
+    lines = line_arr.tolist()
+    docids = [d or f"{source}:{line}"
+              for d, line in zip(meta.column("docid").to_pylist(), lines, strict=True)]
+    admitted = admission.admit_block(source, lines, docids,
+                                     meta.column("vector_problem").to_pylist(),
+                                     meta.column("vector_dim").to_pylist())
     problems = ((line + offset, reason) for line, reason in part.problems)
     pending = next(problems, None)
-    for i, (line, docid, problem) in enumerate(zip(lines, docids, admitted, strict=True)):
+    for i, (line, problem) in enumerate(zip(lines, admitted, strict=True)):
         while pending is not None and pending[0] < line:
             malformed_record(stats, opts, source, *pending)
             pending = next(problems, None)
@@ -242,15 +265,15 @@ def _merge_part(part: ShardPart, offset: int, opts: ReadOptions, stats: ReadStat
             malformed_record(stats, opts, source, line, problem)
             continue
         keep[i] = True
-        stats.documents += 1
-        corpus.docids.append(docid)
-        corpus.sources.append(source)
-        corpus.lines.append(line)
-        if corpus.labels is not None and part.labels is not None:
-            corpus.labels.append(part.labels[i])
     while pending is not None:
         malformed_record(stats, opts, source, *pending)
         pending = next(problems, None)
+    stats.documents += int(keep.sum())
+    kept = np.flatnonzero(keep)
+    labels = (meta.column("label").take(pa.array(kept)).to_pylist()
+              if opts.label_key else None)
+    docs.add(index, file_no, [docids[i] for i in kept.tolist()], line_arr[kept],
+             meta.column("n_tokens").to_numpy()[kept], labels)
     return keep
 
 

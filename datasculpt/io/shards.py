@@ -21,7 +21,6 @@ them side by side. The shards are written into a temporary directory that replac
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 from datasculpt.executors import Executor
 from datasculpt.executors.base import host_threads
+from datasculpt.io.doc_table import DocTable, ids_of
 from datasculpt.io.rows import assemble, sequence_heads, token_groups
 from datasculpt.io.token_store import TokenStore
 from datasculpt.io.write import atomic_dir
@@ -49,7 +49,7 @@ def _lists(offsets: np.ndarray, values: Any) -> pa.Array:
 
 
 def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: TokenStore,
-                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None,
+                 docids: Any, eos: int, sep_id: int | None, tok: Any | None,
                  cost: np.ndarray) -> pa.Table:
     """The rows of sequences ``seqs`` (in this order) as one Arrow table."""
     r = assemble(packing, heads, seqs, store, eos, sep_id)
@@ -70,7 +70,7 @@ def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: T
         "position_ids": _lists(row_off, pa.array(positions)),
         "cu_seqlens": _lists(cu_off, pa.array(cu)),
         "seq_lengths": _lists(piece_off, pa.array(plen.astype(np.int32))),
-        "docids": _lists(piece_off, pa.array(docids[doc].tolist(), type=pa.string())),
+        "docids": _lists(piece_off, pa.array(ids_of(docids, doc), type=pa.string())),
         "cost": pa.array(cost[seqs].astype(np.int64)),
     }
     if tok is not None:
@@ -82,7 +82,7 @@ def _shard_table(packing: Packing, heads: np.ndarray, seqs: np.ndarray, store: T
 
 def _write_shard(k: int, *, run_dir: str, tmp: str, packing: Packing, heads: np.ndarray,
                  order: np.ndarray, bounds: list[int], seq_tokens: np.ndarray,
-                 docids: np.ndarray, eos: int, sep_id: int | None, tok: Any | None,
+                 docids: Any, eos: int, sep_id: int | None, tok: Any | None,
                  cost: np.ndarray) -> int:
     """Write shard ``k`` (an executor task); returns its row count.
 
@@ -108,7 +108,7 @@ def write_shards(
     run_dir: Path,
     packing: Packing,
     store: TokenStore,
-    docids: Sequence[str],
+    docids: Any,
     eos: int,
     sep_id: int | None,
     *,
@@ -139,7 +139,8 @@ def write_shards(
         for rows in executor.map(_write_shard, range(len(bounds) - 1), threads=host_threads(2),
                                  run_dir=str(run_dir), tmp=str(tmp), packing=packing,
                                  heads=heads, order=order, bounds=bounds, seq_tokens=seq_tokens,
-                                 docids=np.asarray(docids, dtype=object), eos=eos,
+                                 docids=docids if isinstance(docids, DocTable)
+                                 else np.asarray(docids, dtype=object), eos=eos,
                                  sep_id=sep_id, tok=text_tokenizer, cost=cost):
             bar.update(rows)
         bar.close()

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 from datasculpt.progress import progress_bar
 from datasculpt.types import Packing
 
+_CHUNK = 1 << 18  # pieces whose ids sequences.jsonl's writer reads at once
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -125,35 +127,51 @@ def write_parquet(path: str | os.PathLike[str], columns: dict[str, Any]) -> None
 def write_sequences(
     path: str | os.PathLike[str],
     packing: Packing,
-    docids: Sequence[str],
+    docids: Any,
     doc_len: np.ndarray,
     eos: int,
     clusters: np.ndarray | None = None,
     progress: bool = True,
 ) -> int:
     """Write ``sequences.jsonl`` per the output contract (docs/DESIGN.md); returns the line
-    count.
+    count. ``docids``: the run's ``DocTable`` (its ids read a chunk of pieces at a time, so
+    the writer never holds every id) or a sequence of ids.
 
     The spans point into the documents; the token ids themselves go to the training shards
     (``datasculpt.io.shards``).
     """
+    from datasculpt.io.doc_table import ids_of
+
     seq_tokens = packing.seq_tokens(doc_len, eos)
     heads = np.flatnonzero(np.concatenate(([True], packing.seq[1:] != packing.seq[:-1])))
-    bounds = np.append(heads, packing.seq.size).tolist() if packing.seq.size else [0]
-    doc, start, end = packing.doc.tolist(), packing.start.tolist(), packing.end.tolist()
-    cl = clusters.tolist() if clusters is not None else None
+    bounds = np.append(heads, packing.seq.size) if packing.seq.size else np.zeros(1, np.int64)
+    n_seq = bounds.size - 1
     n_lines = 0
+    bar = progress_bar(progress, total=n_seq, desc="write", unit="seq", leave=False)
     with atomic_open(path) as fh:
-        for i in progress_bar(progress, range(len(bounds) - 1), desc="write", unit="seq",
-                              leave=False):
-            lo, hi = bounds[i], bounds[i + 1]
-            docs = [
-                {"docid": docids[doc[j]], "start": start[j], "end": end[j],
-                 "cluster": None if cl is None else cl[doc[j]]}
-                for j in range(lo, hi)
-            ]
-            line: dict[str, Any] = {"seq_id": i, "n_tokens": int(seq_tokens[i]), "docs": docs}
-            fh.write(json.dumps(line, ensure_ascii=False))
-            fh.write("\n")
-            n_lines += 1
+        s0 = 0
+        while s0 < n_seq:
+            # the sequences whose pieces make the next chunk (at least one sequence)
+            s1 = max(s0 + 1, int(np.searchsorted(bounds, bounds[s0] + _CHUNK, side="right")) - 1)
+            s1 = min(s1, n_seq)
+            lo, hi = int(bounds[s0]), int(bounds[s1])
+            doc = packing.doc[lo:hi]
+            ids = ids_of(docids, doc)
+            start, end = packing.start[lo:hi].tolist(), packing.end[lo:hi].tolist()
+            cl = clusters[doc].tolist() if clusters is not None else None
+            cuts = (bounds[s0:s1 + 1] - lo).tolist()
+            for i in range(s1 - s0):
+                docs = [
+                    {"docid": ids[j], "start": start[j], "end": end[j],
+                     "cluster": None if cl is None else cl[j]}
+                    for j in range(cuts[i], cuts[i + 1])
+                ]
+                line: dict[str, Any] = {"seq_id": s0 + i, "n_tokens": int(seq_tokens[s0 + i]),
+                                        "docs": docs}
+                fh.write(json.dumps(line, ensure_ascii=False))
+                fh.write("\n")
+                n_lines += 1
+            bar.update(s1 - s0)
+            s0 = s1
+    bar.close()
     return n_lines

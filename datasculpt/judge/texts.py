@@ -15,18 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from datasculpt.io.ingest import document_blocks, document_texts
+from datasculpt.io.ingest import document_texts
 from datasculpt.io.read import ReadOptions
 from datasculpt.tokenize import untruncated_backend
 
 
-def document_texts_of(rows: set[int], sources: list[str], paths: list[Path], opts: ReadOptions,
-                      run_dir: Path) -> dict[int, str]:
+def document_texts_of(rows: set[int], blocks: list[tuple[int, int, int]], paths: list[Path],
+                      opts: ReadOptions, run_dir: Path) -> dict[int, str]:
     """The texts of the documents at ``rows`` of ``documents.parquet``, reading only the input
-    shards that hold them."""
+    shards that hold them (``blocks``: ``(file_no, first row, rows)`` per shard, as
+    ``DocTable.file_rows`` or ``document_blocks`` give them)."""
     wanted = sorted(rows)
     out: dict[int, str] = {}
-    for block in document_blocks(sources, [str(p) for p in paths]):
+    for block in blocks:
         _, first, count = block
         lo = int(np.searchsorted(wanted, first))
         if lo == len(wanted) or wanted[lo] >= first + count:

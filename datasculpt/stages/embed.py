@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from datasculpt.config import EmbedConfig
 from datasculpt.errors import InputError
 from datasculpt.faults import fault_point
-from datasculpt.io.ingest import document_blocks, document_texts
+from datasculpt.io.ingest import document_texts
 from datasculpt.io.write import atomic_path
 from datasculpt.progress import progress_bar
 from datasculpt.runner import Inputs, Run, Stage
@@ -78,11 +78,11 @@ def _center(rows: np.ndarray) -> float:
     return float(np.linalg.norm(mean))
 
 
-def _given(run: Run, sources: list[str], tmp: Any) -> tuple[np.ndarray, dict[str, Any]]:
+def _given(run: Run, n: int, tmp: Any) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors the user supplied: an ``.npy`` aligned with the documents, or an input field."""
     from datasculpt import embed as embed_mod
 
-    cfg, n = run.cfg.embed, len(sources)
+    cfg = run.cfg.embed
     if cfg.precomputed:
         given = embed_mod.load_precomputed(cfg.precomputed, n)
         rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=given.shape)
@@ -117,7 +117,7 @@ def _static_ids(run: Run, tokenizer: Any, model_dir: str) -> tuple[Any, dict[str
                                 "max_length": int(run.cfg.embed.max_length)}
 
 
-def _encoded(run: Run, sources: list[str], tmp: Any, tokenizer: Any,
+def _encoded(run: Run, blocks: list[tuple[int, int, int]], n: int, tmp: Any, tokenizer: Any,
              ) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors from the encoder or the static table, through ``executor.map_rows``: each
     input shard is read again by a reader (or, for the static table, its ids from the token
@@ -125,7 +125,7 @@ def _encoded(run: Run, sources: list[str], tmp: Any, tokenizer: Any,
     document's row whatever order the batches come back in."""
     from datasculpt import embed as embed_mod
 
-    cfg, backend, src, n = run.cfg.embed, run.backend, run.source, len(sources)
+    cfg, backend, src = run.cfg.embed, run.backend, run.source
     stats: dict[str, Any] = {}
     model_kwargs = {"cfg": OmegaConf.to_container(cfg, resolve=True), "backend": backend.name}
     model: Any = embed_mod.Encoder
@@ -148,7 +148,7 @@ def _encoded(run: Run, sources: list[str], tmp: Any, tokenizer: Any,
     done = 0
     bar = progress_bar(run.progress, total=n, desc="embed", unit="doc")
     for batch in run.executor.map_rows(
-            read, document_blocks(sources, [str(p) for p in src.paths]), model,
+            read, blocks, model,
             batch_size=CHUNK, gpu=backend.is_gpu, paths=src.paths, opts=src.opts,
             run_dir=str(run.out), model_kwargs=model_kwargs, **read_kwargs):
         vec = batch["vec"]
@@ -174,17 +174,17 @@ def _encoded(run: Run, sources: list[str], tmp: Any, tokenizer: Any,
 def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
     t0 = time.perf_counter()
     docs = inputs["tokenize"]
-    sources = docs.corpus.sources
+    n = len(docs.table)
     given = run.cfg.embed.precomputed or run.cfg.embed.vector_key
     with atomic_path(run.out / "embeddings.npy") as tmp:
-        rows, stats = (_given(run, sources, tmp) if given
-                       else _encoded(run, sources, tmp, docs.tokenizer))
+        rows, stats = (_given(run, n, tmp) if given
+                       else _encoded(run, docs.table.file_rows(), n, tmp, docs.tokenizer))
         dim = int(rows.shape[1])
         rows.flush()
         del rows
     seconds = time.perf_counter() - t0
     return {**stats, "dim": dim, "seconds": seconds,
-            "docs_per_s": len(sources) / seconds if seconds > 0 else None}
+            "docs_per_s": n / seconds if seconds > 0 else None}
 
 
 def _load(run: Run, inputs: Inputs) -> Embeddings:

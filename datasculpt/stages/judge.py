@@ -20,8 +20,8 @@ def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
     targets = {**packings, judge_mod.RANDOM: random_grouping(docs.units, cfg.ctx_len, cfg.seed)}
     return judge_mod.judge(
         targets, cfg.judge, doc_len=docs.doc_len, eos=bool(docs.eos), seed=cfg.seed,
-        texts_of=lambda rows: document_texts_of(rows, docs.corpus.sources, src.paths, src.opts,
-                                                run.out),
+        texts_of=lambda rows: document_texts_of(rows, docs.table.file_rows(), src.paths,
+                                                src.opts, run.out),
         run_tokenizer=docs.tokenizer, device="cuda" if run.backend.is_gpu else "cpu",
         out=run.out, progress=run.progress)
 

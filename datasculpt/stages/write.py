@@ -24,7 +24,7 @@ log = logging.getLogger("datasculpt")
 
 def _sequences(run: Run, inputs: Inputs) -> dict[str, Any]:
     docs = inputs["tokenize"]
-    n = write_sequences(run.out / "sequences.jsonl", inputs["pack"], docs.corpus.docids,
+    n = write_sequences(run.out / "sequences.jsonl", inputs["pack"], docs.table,
                         docs.doc_len, docs.eos, clusters=inputs.get("cluster"),
                         progress=run.progress)
     return {"sequences": n}
@@ -58,7 +58,7 @@ def _shards(run: Run, inputs: Inputs) -> dict[str, Any]:
         return {"written": False}
     store = _store(run, docs)
     packing = inputs["pack"]
-    stats = write_shards(out, packing, store, docs.corpus.docids, docs.eos,
+    stats = write_shards(out, packing, store, docs.table, docs.eos,
                          docs.sep[0] if docs.sep else None,
                          order=output_order(packing, docs.doc_len, docs.eos, cfg.output,
                                             int(cfg.seed)),

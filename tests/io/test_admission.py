@@ -151,8 +151,8 @@ def _expected(paths: list[Path]) -> tuple[list[str], list[tuple[str, int, str]]]
 @pytest.mark.parametrize("hash_name", ["blake2b", "constant"])
 def test_read_and_ingest_admit_like_a_dict(tmp_path: Path, hash_name: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # The single pass (its own id log) and the block merge of ingest (the corpus's ids), at
-    # block sizes that cut shards into many blocks: the dict's documents and reports.
+    # The single pass (its own id log) and the block merge of ingest (the ids of its parts),
+    # at block sizes that cut shards into many blocks: the dict's documents and reports.
     monkeypatch.setattr(adm, "hash_ids", HASHES[hash_name])
     paths = _shards(tmp_path, np.random.default_rng(21))
     want_ids, want_dups = _expected(paths)
@@ -166,10 +166,10 @@ def test_read_and_ingest_admit_like_a_dict(tmp_path: Path, hash_name: str,
     for block_bytes in (300, 1 << 30):
         out = tmp_path / f"out{block_bytes}"
         out.mkdir()
-        corpus, _, istats, _ = read_and_tokenize(paths, opts, "default", 16, out,
-                                                 LocalExecutor(), progress=False,
-                                                 block_bytes=block_bytes)
-        assert corpus.docids == want_ids
+        table, _, istats, _ = read_and_tokenize(paths, opts, "default", 16, out,
+                                                LocalExecutor(), progress=False,
+                                                block_bytes=block_bytes)
+        assert table.column("docid").to_pylist() == want_ids
         assert istats.malformed == stats.malformed
 
 

@@ -43,11 +43,13 @@ def test_shards_merge_like_one_pass(tmp_path: Path, tokenizer) -> None:
                                            {"docid": "z", "content": "delta epsilon"}])
     opts = ReadOptions()
     (tmp_path / "tokens.bin").write_bytes(b"old")  # a layout-1 store's merged copy
-    corpus, n_tok, stats, _ = read_and_tokenize([a, b], opts, "default", 2, tmp_path,
-                                                LocalExecutor(), progress=False)
+    table, n_tok, stats, _ = read_and_tokenize([a, b], opts, "default", 2, tmp_path,
+                                               LocalExecutor(), progress=False)
     one = ReadStats()
     docs = list(iter_documents([a, b], opts, one, progress=False))
-    assert corpus.docids == [d.docid for d in docs] == ["x", "y", "z"]
+    assert table.column("docid").to_pylist() == [d.docid for d in docs] == ["x", "y", "z"]
+    assert table.column("source").to_pylist() == [str(a), str(a), str(b)]
+    assert table.column("line").to_pylist() == [1, 3, 3]
     assert stats.malformed == one.malformed and len(stats.malformed) == 3
     store = TokenStore(tmp_path)
     for i, d in enumerate(docs):
@@ -127,17 +129,21 @@ def test_blocked_reading_writes_the_same_store(tmp_path: Path, block_bytes: int)
     for name, size in (("whole", 1 << 30), ("blocks", block_bytes)):
         out = tmp_path / name
         out.mkdir()
-        corpus, n_tok, stats, _ = read_and_tokenize(shards, opts, "default", 64, out,
-                                                    LocalExecutor(), progress=False,
-                                                    block_bytes=size)
-        runs[name] = (corpus, n_tok, stats, out)
+        table, n_tok, stats, _ = read_and_tokenize(shards, opts, "default", 64, out,
+                                                   LocalExecutor(), progress=False,
+                                                   block_bytes=size)
+        runs[name] = (table, n_tok, stats, out)
     (c1, n1, s1, o1), (c2, n2, s2, o2) = runs["whole"], runs["blocks"]
     one = ReadStats()
     docs = list(iter_documents(shards, opts, one, progress=False))
-    assert c1.docids == c2.docids == [d.docid for d in docs]
-    assert c1.lines == c2.lines == [d.line for d in docs]
-    assert c1.sources == c2.sources
-    assert any(d.startswith(str(shards[0])) for d in c2.docids)  # id-less: <file>:<line>
+    ids = c2.column("docid").to_pylist()
+    assert c1.column("docid").to_pylist() == ids == [d.docid for d in docs]
+    assert (c1.column("line").to_pylist() == c2.column("line").to_pylist()
+            == [d.line for d in docs])
+    assert (c1.column("source").to_pylist() == c2.column("source").to_pylist()
+            == [d.source for d in docs])
+    assert len(c2.parts) > len(c1.parts)  # one part per block that kept documents
+    assert any(d.startswith(str(shards[0])) for d in ids)  # id-less: <file>:<line>
     assert s1.malformed == s2.malformed == one.malformed
     assert s1.records == s2.records == one.records
     assert np.array_equal(n1, n2)

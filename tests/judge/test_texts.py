@@ -12,6 +12,8 @@ import numpy as np
 from helpers import write_jsonl
 
 import datasculpt
+from datasculpt.io.doc_table import DocTable
+from datasculpt.io.ingest import document_blocks
 from datasculpt.io.read import source_of
 from datasculpt.judge.texts import char_bounds, document_texts_of, piece_texts
 from datasculpt.tokenize import untruncated_backend
@@ -56,9 +58,11 @@ def test_documents_are_read_back_from_the_shards_that_hold_them(tmp_path: Path) 
 
     sources = pq.read_table(out / "documents.parquet").column("source").to_pylist()
     src = source_of(cfg)
+    blocks = DocTable(out).file_rows()  # the run's own table says where each shard's rows are
+    assert blocks == document_blocks(sources, [str(p) for p in src.paths])
     want = [r["content"] for shard in recs for r in shard]
-    got = document_texts_of({1, 4, 6, 7}, sources, src.paths, src.opts, out)
+    got = document_texts_of({1, 4, 6, 7}, blocks, src.paths, src.opts, out)
     assert got == {r: want[r] for r in (1, 4, 6, 7)}
     (shards / "part-2.jsonl").unlink()  # rows of the first two shards do not read the third
-    assert document_texts_of({0, 5}, sources, src.paths, src.opts, out) == {0: want[0],
+    assert document_texts_of({0, 5}, blocks, src.paths, src.opts, out) == {0: want[0],
                                                                               5: want[5]}
