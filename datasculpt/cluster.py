@@ -58,6 +58,7 @@ from datasculpt.backend import (
 from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, LocalExecutor, on_task_device
 from datasculpt.executors.base import host_threads
+from datasculpt.io.row_file import RowFile, host_rows
 from datasculpt.knn import log_once
 from datasculpt.vectors import (
     ROW_BLOCK,
@@ -590,10 +591,14 @@ def cluster(
 
     Up to ``cfg.cell_docs`` documents this is one flat k-means + ISODATA (``_cluster_flat``),
     bit for bit what it has always been. Above it the automatic k (~sqrt(N)) would be out of
-    reach of one k-means, so the corpus is cut into cells first (``_cluster_cells``)."""
+    reach of one k-means, so the corpus is cut into cells first (``_cluster_cells``).
+
+    ``embeddings`` is an ``N x D`` array (host or device) or a :class:`RowFile` (the run's
+    ``embeddings.npy``): the cells read their rows from it on the host, while the flat path,
+    one k-means over everything, maps all of it."""
     cell_docs = getattr(cfg, "cell_docs", None)
     if cell_docs is None or int(embeddings.shape[0]) <= int(cell_docs):
-        return _cluster_flat(embeddings, n_tokens, ctx_len, cfg, backend, seed, executor)
+        return _cluster_flat(_whole(embeddings), n_tokens, ctx_len, cfg, backend, seed, executor)
     return _cluster_cells(embeddings, n_tokens, ctx_len, cfg, backend, seed, executor)
 
 
@@ -698,15 +703,84 @@ class _InTask(LocalExecutor):
         return super().map(fn, items, threads=1, gpu=gpu, **shared)
 
 
-def _cell_task(idx: Any, *, x: Any, w: Any, ctx_len: int, cfg: Any, backend: str,
-               seed: int) -> ClusterResult:
+def _cell_task(idx: Any, *, x: Any, w: Any, unit: bool, ctx_len: int, cfg: Any,
+               backend: str, seed: int) -> ClusterResult:
     """One cell (an executor task): today's flat clustering of the rows ``idx`` of ``x``,
     its own k from its own token mass. ``backend`` travels by name (a module does not
-    pickle) and is rebuilt where the task runs."""
+    pickle) and is rebuilt where the task runs.
+
+    ``unit``: ``x`` is the normalised matrix where the task computes (the GPU path, which
+    moved it there once); else ``x`` is the host rows as given (a :class:`RowFile` or an
+    array) and the task reads its own rows and normalises them, the bits the normalised
+    matrix would give (a row's norm is its own)."""
     be = resolve_backend(backend)
-    xb = on_task_device(x)
-    rows = xp_of(xb).asarray(idx)
-    return _cluster_flat(xb[rows], on_task_device(w)[rows], ctx_len, cfg, be, seed, _InTask())
+    if unit:
+        xb = on_task_device(x)
+        rows = xp_of(xb).asarray(idx)
+        return _cluster_flat(xb[rows], on_task_device(w)[rows], ctx_len, cfg, be, seed,
+                             _InTask())
+    return _cluster_flat(l2_normalize(host_rows(x, idx)), w[idx], ctx_len, cfg, be, seed,
+                         _InTask())
+
+
+def _nearest_task(bounds: tuple[int, int], *, x: Any, cent: Any) -> Any:
+    """The nearest centroid of every row of the block ``[a, b)`` of the host rows ``x`` (an
+    executor task): only the block is read and normalised, in the blocks of ``_Passes``,
+    so the products and labels are those of a pass over the normalised matrix."""
+    a, b = bounds
+    return nearest(l2_normalize(host_rows(x, slice(a, b))), cent)
+
+
+def _coarse_by_rows(
+    x: Any, shared: Any, k1: int, cfg: Any, backend: Backend, seed: int, executor: Executor,
+) -> tuple[np.ndarray, str]:
+    """Cells on the host, reading rows of ``x`` (a :class:`RowFile` or a host array) by index:
+    the coarse k-means trains on its sample only (``_sample_rows``: the rows FAISS would draw
+    from all of ``x``, in its order, so every rung starts and iterates as on all of it), and
+    every document meets the centroids in executor tasks over blocks of ``task_docs`` rows.
+    Returns the canonical cell of every document and the rung."""
+    n = int(x.shape[0])
+    rows = _sample_rows(n, k1, seed, int(cfg.max_points_per_centroid))
+    # A sample no larger than k (max_points_per_centroid 1) would be k-means' trivial case,
+    # not the k-means FAISS runs on it: train on everything, as FAISS then does.
+    whole = rows is None or rows.shape[0] <= k1
+    train = l2_normalize(host_rows(x, slice(None) if whole else rows))
+    cent, labels, km_impl, _ = _train_kmeans(
+        train, k1, int(cfg.kmeans_iter), seed, backend, int(cfg.max_points_per_centroid),
+        str(cfg.kmeans))
+    del train
+    if labels is None or not whole:
+        task_docs = int(cfg.task_docs)
+        bounds = [(a, min(a + task_docs, n)) for a in range(0, n, task_docs)]
+        parts = executor.map(_nearest_task, bounds, threads=host_threads(), x=shared,
+                             cent=to_numpy(cent))
+        labels = np.concatenate([to_numpy(p) for p in parts]) if parts else np.zeros(0, int)
+    cell, _ = _canonical(to_numpy(labels), int(cent.shape[0]))
+    return to_numpy(cell), km_impl
+
+
+def _coarse_on_device(
+    embeddings: Any, w: Any, k1: int, cfg: Any, backend: Backend, seed: int,
+    executor: Executor,
+) -> tuple[np.ndarray, str, Any, Any]:
+    """Cells on the GPU: the normalised matrix moved there once (the rounds of every cell
+    compute with it), the coarse k-means and a pass of ``_Passes`` over all of it. Returns
+    the canonical cell of every document, the rung and the shared matrix and token counts."""
+    xp = backend.xp
+    x = l2_normalize(xp.asarray(backend.asarray(_whole(embeddings)), dtype=xp.float32))
+    cent, labels, km_impl, _ = _train_kmeans(
+        x, k1, int(cfg.kmeans_iter), seed, backend, int(cfg.max_points_per_centroid),
+        str(cfg.kmeans))
+    passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
+    st, _ = passes.state(int(cent.shape[0]), labels=labels,
+                         cent=cent if labels is None else None)
+    cell, _ = _canonical(st.labels, st.k)
+    return to_numpy(cell), km_impl, passes.x, passes.w
+
+
+def _whole(embeddings: Any) -> Any:
+    """All rows: a :class:`RowFile` as its memory map (no copy), an array as it is."""
+    return embeddings.whole() if isinstance(embeddings, RowFile) else embeddings
 
 
 def _cluster_cells(
@@ -718,27 +792,29 @@ def _cluster_cells(
     each cell runs ``_cluster_flat`` as one executor task. Cells are numbered by their first
     document and each cell's clusters keep its canonical numbering after the clusters of the
     cells before it, so labels are deterministic and the clusters of one cell are
-    consecutive (the packer sorts units by label and batches consecutive clusters)."""
+    consecutive (the packer sorts units by label and batches consecutive clusters).
+
+    On the host nothing holds the ``N x D`` matrix: the sample, each block of the coarse
+    assignment and each cell's rows are read from ``embeddings`` (best a :class:`RowFile`,
+    which tasks in other processes map themselves) and normalised where they are read. On
+    the GPU the normalised matrix is moved to the device once, as every pass there uses it."""
     xp = backend.xp
     t0 = time.perf_counter()
-    x = l2_normalize(xp.asarray(backend.asarray(embeddings), dtype=xp.float32))
     w = xp.asarray(backend.asarray(np.asarray(n_tokens)), dtype=xp.float64)
-    n = int(x.shape[0])
+    n = int(embeddings.shape[0])
     k1 = math.ceil(n / int(cfg.cell_docs))
-    cent, labels, km_impl, _ = _train_kmeans(
-        x, k1, int(cfg.kmeans_iter), seed, backend, int(cfg.max_points_per_centroid),
-        str(cfg.kmeans))
-    passes = _Passes(x, w, backend, executor, int(cfg.task_docs))
-    st, _ = passes.state(int(cent.shape[0]), labels=labels,
-                         cent=cent if labels is None else None)
-    cell, _ = _canonical(st.labels, st.k)
-    cell = to_numpy(cell)
-    order = np.argsort(cell, kind="stable")  # ascending documents inside each cell
-    members = np.split(order, np.cumsum(np.bincount(cell, minlength=st.k))[:-1])
-    t_coarse = time.perf_counter() - t0
     gpu = backend.is_gpu
+    if gpu:
+        cell, km_impl, x_shared, w_shared = _coarse_on_device(embeddings, w, k1, cfg, backend,
+                                                              seed, executor)
+    else:
+        x_shared, w_shared = executor.share(embeddings), executor.share(w)
+        cell, km_impl = _coarse_by_rows(embeddings, x_shared, k1, cfg, backend, seed, executor)
+    order = np.argsort(cell, kind="stable")  # ascending documents inside each cell
+    members = np.split(order, np.cumsum(np.bincount(cell))[:-1])
+    t_coarse = time.perf_counter() - t0
     parts = executor.map(_cell_task, members, threads=1 if gpu else host_threads(), gpu=gpu,
-                         x=passes.x, w=passes.w, ctx_len=ctx_len, cfg=cfg,
+                         x=x_shared, w=w_shared, unit=gpu, ctx_len=ctx_len, cfg=cfg,
                          backend=backend.name, seed=seed)
     out = np.empty(n, dtype=np.int32)
     offset = 0

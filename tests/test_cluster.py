@@ -30,6 +30,7 @@ from datasculpt.cluster import (
 from datasculpt.config import ClusterConfig, EmbedConfig
 from datasculpt.errors import ConfigError
 from datasculpt.executors import LocalExecutor
+from datasculpt.io.row_file import RowFile
 from datasculpt.vectors import l2_normalize, nearest, spherical_lloyd
 
 CPU = resolve_backend("cpu")
@@ -576,3 +577,81 @@ def test_cells_label_every_document_deterministically_and_keep_quality(
     # fragments share clusters inside their cells (0.983 against 0.996 flat, seed 0).
     p_cells, p_flat = purity(res.labels, lab, tokens), purity(flat.labels, lab, tokens)
     assert p_cells >= p_flat - 0.02, (p_cells, p_flat)
+
+
+# --------------------------------------------------------------------------- rows from a file
+
+
+def _as_row_file(x: np.ndarray, path: Any) -> RowFile:
+    np.save(path, np.asarray(x, dtype=np.float32))
+    return RowFile(path)
+
+
+def _without_times(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if "seconds" not in k and k != "rounds"}
+
+
+def test_cells_read_from_the_file_are_the_cells_of_the_matrix_in_memory(tmp_path) -> None:
+    # The cluster stage hands a CPU run's embeddings.npy over as a RowFile: the coarse
+    # k-means trains on its sample only (k1 * max_points = 384 of 3000 rows), blocks of
+    # task_docs rows are assigned and each cell reads its own rows. The bits must be those of
+    # the matrix in memory (a memmap too), and raw rows must give those of normalised ones.
+    x, _, tokens, c = _cells_corpus()
+    raw = (x * np.random.default_rng(1).uniform(0.5, 3.0, (x.shape[0], 1))).astype(np.float32)
+    rows = _as_row_file(raw, tmp_path / "embeddings.npy")
+    in_memory = cluster(raw, tokens, 2048, c, CPU, 0, LOCAL)
+    assert in_memory.stats["cells"] == 6
+    for given in (rows, np.load(tmp_path / "embeddings.npy", mmap_mode="r")):
+        res = cluster(given, tokens, 2048, c, CPU, 0, LOCAL)
+        np.testing.assert_array_equal(res.labels, in_memory.labels)
+        assert res.centroids.tobytes() == in_memory.centroids.tobytes()
+        assert _without_times(res.stats) == _without_times(in_memory.stats)
+    # one cell: the flat path maps the whole file, with the bits of the array
+    flat = dataclasses.replace(c, cell_docs=10**6)
+    a, b = (cluster(v, tokens, 2048, flat, CPU, 0, LOCAL) for v in (rows, raw))
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.centroids.tobytes() == b.centroids.tobytes()
+
+
+@pytest.mark.parametrize(("cell_docs", "max_points", "task_docs"), [
+    (500, 64, 200),  # a sample of 384 rows, 15 blocks
+    (700, 1000, 3000),  # the sample is every row, one block
+    (500, 1, 128),  # a sample of k rows: trained on all rows, as FAISS then does
+    (1, 64, 200),  # a cell per document: k-means' trivial case
+])
+def test_the_coarse_pass_by_rows_is_the_pass_over_the_normalised_matrix(
+        tmp_path, cell_docs: int, max_points: int, task_docs: int) -> None:
+    # _coarse_on_device is the two levels' coarse pass as it has always run (the normalised
+    # matrix, the k-means on all of it, _Passes); it runs on NumPy too.
+    x, _, tokens, _ = _cells_corpus()
+    x = x[:1500]
+    c = ClusterConfig(cell_docs=cell_docs, max_points_per_centroid=max_points,
+                      task_docs=task_docs)
+    k1 = -(-x.shape[0] // cell_docs)
+    rows = _as_row_file(x, tmp_path / "embeddings.npy")
+    w = tokens[:1500].astype(np.float64)
+    want, impl_want, unit, _ = cluster_mod._coarse_on_device(x, w, k1, c, CPU, 3, LOCAL)
+    got, impl = cluster_mod._coarse_by_rows(rows, rows, k1, c, CPU, 3, LOCAL)
+    np.testing.assert_array_equal(got, want)
+    assert impl == impl_want
+    # and a cell's task reading its rows gives the clustering of the normalised rows
+    idx = np.flatnonzero(want == want[0])
+    cfg = ClusterConfig(split_threshold=0.9, task_docs=200)
+    by_rows, normalised = (
+        cluster_mod._cell_task(idx, x=v, w=w, unit=u, ctx_len=2048, cfg=cfg, backend="cpu",
+                               seed=0) for v, u in ((rows, False), (unit, True)))
+    np.testing.assert_array_equal(by_rows.labels, normalised.labels)
+    assert by_rows.centroids.tobytes() == normalised.centroids.tobytes()
+
+
+def test_a_row_normalised_in_any_block_has_the_same_bits() -> None:
+    # What reading by rows rests on: l2_normalize is per row, whatever the rows around it.
+    rng = np.random.default_rng(2)
+    for dim in (1, 7, 32, 384, 1000):
+        x = (rng.standard_normal((600, dim)) * rng.uniform(1e-3, 1e3, (600, 1))).astype(
+            np.float32)
+        whole = l2_normalize(x)
+        for a, b in ((0, 1), (5, 77), (64, 600), (599, 600)):
+            assert l2_normalize(x[a:b]).tobytes() == whole[a:b].tobytes()
+        idx = np.sort(rng.choice(600, 50, replace=False))
+        assert l2_normalize(x[idx]).tobytes() == whole[idx].tobytes()

@@ -43,8 +43,11 @@ def pack(
 
         packing = pack_bfd(units, ctx_len)
     elif method == "iclm":
+        from datasculpt.io.row_file import RowFile
         from datasculpt.pack.iclm import pack_iclm
 
+        if isinstance(embeddings, RowFile):  # its kNN searches all rows at once
+            embeddings = embeddings.whole()
         packing, stats = pack_iclm(units, embeddings, ctx_len, cfg, backend, seed)
     elif method == "datasculpt":
         from datasculpt.pack.datasculpt import pack_datasculpt

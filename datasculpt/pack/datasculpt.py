@@ -21,6 +21,7 @@ import numpy as np
 from datasculpt.backend import to_numpy, xp_of
 from datasculpt.blas import one_blas_thread
 from datasculpt.executors import Executor
+from datasculpt.io.row_file import RowFile
 from datasculpt.pack.assignment import Assignment, sort_units
 from datasculpt.pack.finish import finish
 from datasculpt.types import Packing, Units
@@ -40,12 +41,12 @@ def pack_datasculpt(
     """Pack ``units`` into sequences of at most ``ctx_len`` tokens, cluster by cluster.
 
     ``embeddings`` is ``N x D`` (one normalised row per document, NumPy or CuPy: the kernels
-    run where they live); ``clusters`` holds one integer label per document; ``executor``
-    runs the window strategy's independent batches of clusters (required by that strategy;
-    the unit strategy runs in this process). The greedy has no random
-    choice, so ``seed`` only keeps the packer signature uniform. Returns a NumPy
-    :class:`Packing` (sequences ordered by cluster, then window; pieces in placement order)
-    and stats.
+    run where they live; or a :class:`RowFile`, whose rows each batch reads on the host);
+    ``clusters`` holds one integer label per document; ``executor`` runs the window
+    strategy's independent batches of clusters (required by that strategy; the unit strategy
+    runs in this process). The greedy has no random choice, so ``seed`` only keeps the packer
+    signature uniform. Returns a NumPy :class:`Packing` (sequences ordered by cluster, then
+    window; pieces in placement order) and stats.
     """
     del seed  # deterministic by construction: ties go to the lowest window index
     t0 = time.perf_counter()
@@ -58,7 +59,7 @@ def pack_datasculpt(
     if batch_size < 1:
         raise ValueError(f"pack.batch_size must be >= 1, got {batch_size}")
     xp = xp_of(embeddings)
-    emb = xp.asarray(embeddings, dtype=xp.float32)
+    emb = _rows(embeddings)
     clusters = to_numpy(clusters)
     if np.any(units.length > ctx_len):
         raise ValueError("a unit is longer than ctx_len; cut long documents before packing")
@@ -72,6 +73,17 @@ def pack_datasculpt(
     with one_blas_thread():  # the kernels' choices must not depend on the cores (blas.py)
         return _pack(units, su, xp, emb, ctx_len, cfg, strategy, mode, batch_size, executor,
                      t0)
+
+
+def _rows(embeddings: Any) -> Any:
+    """The embeddings as the kernels index them: a float32 :class:`RowFile` as it is (each
+    batch gathers its own rows from the file), an array as float32 where it lives."""
+    if isinstance(embeddings, RowFile):
+        if embeddings.dtype == np.float32:
+            return embeddings
+        embeddings = embeddings.whole()
+    xp = xp_of(embeddings)
+    return xp.asarray(embeddings, dtype=xp.float32)
 
 
 def _pack(units: Units, su: Any, xp: Any, emb: Any, ctx_len: int, cfg: Any, strategy: str,

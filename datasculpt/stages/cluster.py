@@ -17,7 +17,7 @@ log = logging.getLogger("datasculpt")
 def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
     from datasculpt.cluster import cluster
 
-    result = cluster(inputs["embed"].device, inputs["tokenize"].doc_len, run.cfg.ctx_len,
+    result = cluster(inputs["embed"].by_rows(), inputs["tokenize"].doc_len, run.cfg.ctx_len,
                      run.cfg.cluster, run.backend, run.cfg.seed, run.executor)
     write_npy(run.out / "clusters.npy", np.asarray(result.labels, dtype=np.int32))
     write_npy(run.out / "centroids.npy", np.asarray(result.centroids, dtype=np.float32))

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from datasculpt.backend import is_gpu_array
 from datasculpt.config import EmbedConfig
 from datasculpt.errors import InputError
 from datasculpt.faults import fault_point
 from datasculpt.io.ingest import document_texts
+from datasculpt.io.row_file import RowFile
 from datasculpt.io.write import atomic_path
 from datasculpt.progress import progress_bar
 from datasculpt.runner import Inputs, Run, Stage
@@ -41,10 +43,21 @@ STATIC_ONLY = ("static_dir", "pca_dims", "term_weight")
 @dataclass(frozen=True)
 class Embeddings:
     """The vectors on the host (memory-mapped) and on the run's backend, moved there once
-    for every stage that computes with them (the host array itself on a CPU run)."""
+    for every stage that computes with them (the host array itself on a CPU run, no copy),
+    and the file they came from."""
 
     host: np.ndarray
     device: Any
+    path: Path | None = None
+
+    def by_rows(self) -> Any:
+        """What a stage that reads rows by index takes: on a GPU run the device matrix (moved
+        there once, on purpose); on the host the file itself (``RowFile``), so that every
+        task, in this process or another (Ray), maps it and reads only its own rows instead
+        of receiving a copy of all of them."""
+        if self.path is None or is_gpu_array(self.device):
+            return self.device
+        return RowFile(self.path)
 
 
 def suggest_static(n: int) -> None:
@@ -190,7 +203,8 @@ def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
 def _load(run: Run, inputs: Inputs) -> Embeddings:
     host = np.load(run.out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     log.info("embed: %d x %d", *host.shape)
-    return Embeddings(host, run.backend.asarray(np.asarray(host)))
+    # On the host np.asarray is a view of the map (no copy); on a GPU the one move there.
+    return Embeddings(host, run.backend.asarray(np.asarray(host)), run.out / "embeddings.npy")
 
 
 def _rung(stats: dict[str, Any]) -> str | None:

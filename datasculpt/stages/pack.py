@@ -52,9 +52,11 @@ def pack_stage(method: str, main: str, strategy: str) -> Stage:
         from datasculpt.pack import pack
 
         emb = inputs.get("embed")
+        # iclm's kNN searches all documents at once: it takes the whole matrix (mapped on
+        # the host). The datasculpt packer gathers the rows of each batch of clusters.
+        rows = None if emb is None else emb.device if method == "iclm" else emb.by_rows()
         packing, stats = pack(method, inputs["tokenize"].units, run.cfg.ctx_len, run.cfg.pack,
-                              run.cfg.seed, run.backend,
-                              embeddings=None if emb is None else emb.device,
+                              run.cfg.seed, run.backend, embeddings=rows,
                               clusters=inputs.get("cluster"), executor=run.executor)
         fault_point("pack")
         write_npy(run.out / _artifact(method), np.stack(

@@ -70,3 +70,21 @@ def test_the_packing_does_not_depend_on_the_blas_thread_count() -> None:
             out.append(pack_datasculpt(units, emb, labels, 4096, PackConfig(),
                                        executor=LOCAL)[0])
     assert_same_packing(*out)
+
+
+@pytest.mark.parametrize("strategy", ["window", "unit"])
+def test_rows_read_from_the_file_give_the_packing_of_the_array(tmp_path, strategy) -> None:
+    # A CPU run hands its embeddings.npy over as a RowFile: each batch gathers its rows from
+    # the file. The packing must be the one of the array in memory.
+    from datasculpt.io.row_file import RowFile
+
+    doc_len, emb, clusters = packing_corpus(2000, 2048, 6, 16, seed=5)
+    units = make_units(doc_len.astype(np.int64), 2048, 1)
+    np.save(tmp_path / "embeddings.npy", emb.astype(np.float32))
+    cfg = PackConfig(method="datasculpt", strategy=strategy, max_group=64,
+                     remainder_group=256, mode="fill")
+    a, sa = pack_datasculpt(units, emb, clusters, 2048, cfg, executor=LOCAL)
+    b, sb = pack_datasculpt(units, RowFile(tmp_path / "embeddings.npy"), clusters, 2048, cfg,
+                            executor=LOCAL)
+    assert_same_packing(a, b)
+    assert sa["sequences"] == sb["sequences"] and sa["greedy_steps"] == sb["greedy_steps"]

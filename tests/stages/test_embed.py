@@ -80,3 +80,21 @@ def test_vectors_from_an_input_field_drive_the_packing(tmp_path: Path) -> None:
     # Only the cross-cluster remainder pass may mix the two planted groups in a window.
     assert report["metrics"]["cluster_purity"] >= 0.9
     check_contract(tmp_path / "out", ctx_len=256, append_eos=True)
+
+
+def test_a_cpu_run_hands_its_embeddings_over_by_rows(tmp_path: Path) -> None:
+    # The cluster and datasculpt pack stages of a CPU run read rows from embeddings.npy: the
+    # backend's "device" array is the memory map itself, and by_rows() the file (a RowFile).
+    from datasculpt.backend import resolve_backend
+    from datasculpt.io.row_file import RowFile
+    from datasculpt.stages.embed import Embeddings
+
+    path = tmp_path / "embeddings.npy"
+    np.save(path, np.eye(4, dtype=np.float32))
+    host = np.load(path, mmap_mode="r")
+    emb = Embeddings(host, resolve_backend("cpu").asarray(np.asarray(host)), path)
+    assert np.shares_memory(emb.device, host)  # no copy on the host
+    rows = emb.by_rows()
+    assert isinstance(rows, RowFile) and rows.path == str(path.resolve())
+    np.testing.assert_array_equal(rows[np.array([2, 0])], np.eye(4)[[2, 0]])
+    assert Embeddings(host, emb.device).by_rows() is emb.device  # no file: the array
