@@ -287,6 +287,9 @@ def print_table(res: dict[str, Any]) -> None:
           f"{run['driver_heap_max_stage']} - {_mib(run['driver_heap_baseline_bytes'])} at "
           f"start = {'n/a' if per_doc is None else f'{per_doc:,.0f}'} bytes per document")
     print(f"documents.parquet rows  {run['documents_parquet_rows']:,}")
+    loads = ", ".join(f"{k} {v[0]:.2f}" for k, v in res["load_average"].items())
+    print(f"1-min load average      {loads} ({os.cpu_count()} CPUs; above that, other work "
+          "shared the machine and the times are not clean)")
 
 
 def main() -> None:
@@ -311,15 +314,20 @@ def main() -> None:
 
     tokenizer = _override(args.args, "tokenizer", "default")
     batch = int(_override(args.args, "tokenize_batch_size", "1024"))
+    # The two timings are only comparable on a quiet machine: the load averages say whether
+    # something else ran beside them.
+    load = {"before_bare": os.getloadavg()}
     bare = bare_tokenizer(corpus, tokenizer, batch)
+    load["before_run"] = os.getloadavg()
     print(f"bare tokenizer: {bare['seconds']:.2f} s", flush=True)
     out = args.work / f"run_n{args.docs}_s{args.seed}_{args.embed}"
     run = run_command_line(corpus, emb, args.embed, args.ctx_len, out, args.args)
+    load["after_run"] = os.getloadavg()
     print(f"run: {run['wall_seconds']:.2f} s", flush=True)
     run.update(read_run(out, args.docs))
     res = {"docs": args.docs, "embed": args.embed, "seed": args.seed, "ctx_len": args.ctx_len,
            "extra_args": args.args,
-           "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
+           "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "load_average": load,
            "corpus": {"path": str(corpus), "bytes": corpus.stat().st_size, "reused": reused,
                       "generate_seconds": None if reused else gen, "embeddings": str(emb)},
            "bare_tokenizer": bare, "run": run,
