@@ -64,6 +64,11 @@ class Manifest:
         self.stages[stage] = {"key": key, "status": "done", "outputs": outputs, "stats": stats}
         write_json(self.path, {"stages": self.stages})
 
+    def update_stats(self, stage: str, extra: dict[str, Any]) -> None:
+        """Add figures known only after the stage's result was loaded (the driver's memory)."""
+        self.stages[stage].setdefault("stats", {}).update(extra)
+        write_json(self.path, {"stages": self.stages})
+
     def forget(self, stage: str) -> None:
         if self.stages.pop(stage, None) is not None:
             write_json(self.path, {"stages": self.stages})

@@ -5,6 +5,9 @@ fragmented heap pages, and over a corpus of hundreds of thousands of documents t
 grows with the corpus although nothing is live (measured: about 2 MB per 1,000 documents with
 the packaged tokenizer). ``malloc_trim`` returns those pages. It exists only in glibc; elsewhere
 (macOS, musl) this is a no-op, which costs memory there, never correctness.
+
+Also what the runner records of the driver's memory after each stage (``driver_memory``), so
+that a run's manifest shows which stage's held memory grows with the corpus.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import ctypes
 import ctypes.util
 import functools
 from collections.abc import Callable
+from pathlib import Path
+
+# /proc/self/status fields -> the names a stage's stats give them
+_STATUS_FIELDS = {"RssAnon:": "driver_rss_anon_bytes", "VmHWM:": "driver_peak_rss_bytes"}
 
 
 @functools.cache
@@ -54,3 +61,24 @@ def release_gpu_memory() -> None:
     from datasculpt import knn
 
     knn.release_faiss_gpu()
+
+
+def driver_memory(status: Path = Path("/proc/self/status")) -> dict[str, int]:
+    """This process's anonymous resident memory (``RssAnon``) and peak resident set
+    (``VmHWM``) in bytes, keyed as a stage's stats name them; empty off Linux.
+
+    ``RssAnon`` is what the driver itself holds (heap, Python objects, numpy arrays): unlike
+    the resident set it leaves out memory-mapped files and the shared libraries, which the
+    kernel can drop and which do not grow with the corpus. One read of a small proc file
+    (tens of microseconds), so every stage can afford it.
+    """
+    try:
+        text = status.read_text()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in _STATUS_FIELDS and parts[2] == "kB":
+            out[_STATUS_FIELDS[parts[0]]] = int(parts[1]) * 1024
+    return out

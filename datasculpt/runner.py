@@ -7,6 +7,11 @@ change anywhere upstream recomputes it and a knob it does not read never does. T
 :class:`Runner` owns everything around the work: the manifest (reuse when the key matches and
 the artifacts exist), timing, logging, the rung each stage ran on, and releasing GPU memory
 between stages. Stage code only writes its artifacts and reads them back.
+
+After each stage (its work or reuse, and its load) the runner adds the driver process's
+memory to the stage's stats (``driver_rss_anon_bytes``, ``driver_peak_rss_bytes``, and
+``driver_rss_anon_start_bytes`` from before the stage; Linux only): the manifest and the
+report carry them, no artifact that is compared byte for byte does.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from datasculpt.backend import Backend
 from datasculpt.executors import Executor
 from datasculpt.io.read import Source
 from datasculpt.manifest import Manifest, stable_hash
-from datasculpt.memory import release_gpu_memory
+from datasculpt.memory import driver_memory, release_gpu_memory
 from datasculpt.rungs import gpu_warnings
 
 log = logging.getLogger("datasculpt")
@@ -115,7 +120,9 @@ class Runner:
         """Run (or reuse) one planned stage and return its loaded result."""
         digest = self.digests[stage.name]
         inputs = {n: self.results[n] for n in stage.inputs}
-        if self.manifest.reusable(stage.name, digest):
+        before = driver_memory().get("driver_rss_anon_bytes")
+        fresh = not self.manifest.reusable(stage.name, digest)
+        if not fresh:
             stats = {**self.manifest.stats(stage.name), "reused": True}
         else:
             log.info("stage %s: start", stage.name)
@@ -131,6 +138,12 @@ class Runner:
             self.rungs[stage.name] = str(rung)
         result = stage.load(self.run, inputs) if stage.load else None
         self.results[stage.name] = result
+        memory = driver_memory()
+        if before is not None:
+            memory["driver_rss_anon_start_bytes"] = before
+        stats.update(memory)
+        if fresh and memory:  # a reused stage's entry keeps the figures of the run that made it
+            self.manifest.update_stats(stage.name, memory)
         return result
 
     def warnings(self) -> list[str]:

@@ -5,6 +5,8 @@ plan of real configs and their keys: tests/test_pipeline.py."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from omegaconf import OmegaConf
 from datasculpt.backend import resolve_backend
 from datasculpt.executors import LocalExecutor
 from datasculpt.manifest import Manifest
+from datasculpt.memory import driver_memory
 from datasculpt.runner import Run, Runner, Stage
 
 
@@ -104,3 +107,37 @@ def test_an_input_that_is_not_planned_is_an_error(tmp_path) -> None:
     runner = Runner(_toy_run(tmp_path), Manifest(tmp_path, fresh=True))
     with pytest.raises(RuntimeError, match="needs"):
         runner.plan([b])
+
+
+MEMORY_KEYS = {"driver_rss_anon_bytes", "driver_peak_rss_bytes", "driver_rss_anon_start_bytes"}
+
+
+def test_driver_memory_reads_rss_anon_and_the_peak_in_bytes(tmp_path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  2048 kB\nVmRSS:\t  1500 kB\n"
+                      "RssAnon:\t   1000 kB\nRssFile:\t 500 kB\n")
+    assert driver_memory(status) == {"driver_rss_anon_bytes": 1000 * 1024,
+                                     "driver_peak_rss_bytes": 2048 * 1024}
+    assert driver_memory(tmp_path / "absent") == {}  # not Linux: no figures, no failure
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_every_stage_records_the_drivers_memory_in_its_stats_and_the_manifest(tmp_path) -> None:
+    calls: list[str] = []
+    runner = _run_all(tmp_path, _chain(calls))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["stages"]
+    for name in "ABC":
+        stats = runner.stats[name]
+        assert stats.keys() >= MEMORY_KEYS
+        assert 0 < stats["driver_rss_anon_bytes"] <= stats["driver_peak_rss_bytes"]
+        assert stats["chars"] > 0  # the stage's own stats are kept beside them
+        assert {k: manifest[name]["stats"][k] for k in MEMORY_KEYS} == {
+            k: stats[k] for k in MEMORY_KEYS}
+    # the peak only grows, stage after stage
+    peaks = [runner.stats[n]["driver_peak_rss_bytes"] for n in "ABC"]
+    assert peaks == sorted(peaks)
+    # a reused stage reports this run's memory; its manifest entry keeps the run that made it
+    before = (tmp_path / "manifest.json").read_bytes()
+    again = _run_all(tmp_path, _chain(calls))
+    assert all(again.stats[n].keys() >= MEMORY_KEYS and again.stats[n]["reused"] for n in "ABC")
+    assert (tmp_path / "manifest.json").read_bytes() == before
