@@ -42,6 +42,21 @@ def release_free_memory() -> bool:
     return True
 
 
+def release_host_memory() -> None:
+    """Between stages: glibc's freed heap pages (``release_free_memory``) and the pages
+    Arrow's allocator (mimalloc or jemalloc) keeps after its buffers are freed. Without the
+    second, writing ``documents.parquet`` from 1M documents left ~150 MB resident in the
+    driver for the rest of the run with nothing allocated (``pa.total_allocated_bytes()``
+    0)."""
+    import sys
+
+    release_free_memory()
+    if "pyarrow" in sys.modules:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+
+
 def release_gpu_memory() -> None:
     """Give the cached blocks of CuPy's pools, torch's caching allocator and FAISS's scratch
     memory back between GPU stages: each keeps what it once used, and the three side by side

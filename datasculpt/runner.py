@@ -29,7 +29,7 @@ from datasculpt.backend import Backend
 from datasculpt.executors import Executor
 from datasculpt.io.read import Source
 from datasculpt.manifest import Manifest, stable_hash
-from datasculpt.memory import driver_memory, release_gpu_memory
+from datasculpt.memory import driver_memory, release_gpu_memory, release_host_memory
 from datasculpt.rungs import gpu_warnings
 
 log = logging.getLogger("datasculpt")
@@ -132,6 +132,7 @@ class Runner:
             self.manifest.record(stage.name, digest, stage.artifacts(self.run), stats)
         if self.run.backend.is_gpu:
             release_gpu_memory()
+        release_host_memory()
         self.stats[stage.name] = stats
         rung = stage.rung(stats) if stage.rung else None
         if rung:
