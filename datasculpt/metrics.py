@@ -46,12 +46,29 @@ def coverage(packing: Packing, doc_len: np.ndarray) -> dict[str, int]:
     }
 
 
+def seq_doc_pairs(packing: Packing) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(sequence, document)`` pairs, sorted by sequence then document.
+
+    One sort of an int64 key ``seq * n_docs + doc``: ``np.unique(..., axis=0)`` over the
+    stacked rows gives the same pairs but sorts a structured view, the report's largest cost
+    at 10M documents (6.5 s a call against ~1 s)."""
+    seq = np.asarray(packing.seq, dtype=np.int64)
+    doc = np.asarray(packing.doc, dtype=np.int64)
+    if not seq.size:
+        return seq, doc
+    m = int(doc.max()) + 1
+    if int(doc.min()) < 0 or int(seq.min()) < 0 or int(seq.max()) >= np.iinfo(np.int64).max // m:
+        pairs = np.unique(np.stack([seq, doc], axis=1), axis=0)  # no key fits: the slow way
+        return pairs[:, 0], pairs[:, 1]
+    key = np.unique(seq * m + doc)
+    return key // m, key % m
+
+
 def relevance_per_sequence(packing: Packing, embeddings: Any) -> np.ndarray:
     """Mean pairwise cosine of the distinct documents of each sequence (NaN below two)."""
     emb = to_numpy(embeddings)
     n_seq = packing.n_sequences
-    pairs = np.unique(np.stack([packing.seq, packing.doc], axis=1), axis=0)
-    seq, doc = pairs[:, 0], pairs[:, 1]
+    seq, doc = seq_doc_pairs(packing)
     sums = np.zeros((n_seq, emb.shape[1]), dtype=np.float64)
     sq = np.zeros(n_seq, dtype=np.float64)
     for lo in range(0, seq.size, _CHUNK):
@@ -69,8 +86,7 @@ def relevance_per_sequence(packing: Packing, embeddings: Any) -> np.ndarray:
 
 def docs_per_sequence(packing: Packing) -> np.ndarray:
     """Distinct documents in each sequence (a document cut into two pieces counts once)."""
-    pairs = np.unique(np.stack([packing.seq, packing.doc], axis=1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=packing.n_sequences)
+    return np.bincount(seq_doc_pairs(packing)[0], minlength=packing.n_sequences)
 
 
 def purity(packing: Packing, group: np.ndarray, min_docs: int = 1) -> float:

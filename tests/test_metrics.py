@@ -14,6 +14,7 @@ from datasculpt.metrics import (
     random_pair_cosine,
     random_reference,
     relevance_per_sequence,
+    seq_doc_pairs,
 )
 from datasculpt.tokenize import make_units
 from datasculpt.types import Packing
@@ -119,3 +120,18 @@ def test_random_reference_groups_units_blindly_and_loses_nothing() -> None:
     ref = random_reference(units, 16, 3, emb, labels=np.array(list("aabbab")))
     assert ref["relevance"] == pytest.approx(random_pair_cosine(emb))
     assert 0 < ref["label_purity"] <= 1 and ref["cluster_purity"] is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_seq_doc_pairs_are_the_distinct_rows_in_order(seed: int) -> None:
+    # The int64 key sort gives the pairs np.unique(axis=0) gives, repeats and gaps included.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3000))
+    seq = np.sort(rng.integers(0, max(1, n // 5), n))
+    doc = rng.integers(0, int(rng.choice([3, 50, 10**9])), n)
+    packing = Packing(seq=seq, doc=doc, start=np.zeros(n, np.int64), end=np.ones(n, np.int64))
+    want = np.unique(np.stack([seq, doc], axis=1), axis=0)
+    s, d = seq_doc_pairs(packing)
+    assert np.array_equal(s, want[:, 0]) and np.array_equal(d, want[:, 1])
+    empty = Packing(*(np.zeros(0, np.int64) for _ in range(4)))
+    assert seq_doc_pairs(empty)[0].size == 0

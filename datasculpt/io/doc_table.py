@@ -140,7 +140,9 @@ class DocTable:
         if name == "source":
             return pa.chunked_array([self._source(p) for p in range(len(self.parts))],
                                     type=pa.string())
-        return pa.chunked_array([t.column(name) for t in self._tables],
+        # the parts' chunks themselves: a list of ChunkedArrays would be converted value by
+        # value (3 s for 10M rows)
+        return pa.chunked_array([c for t in self._tables for c in t.column(name).chunks],
                                 type=_schema(self.label_key).field(name).type)
 
     def n_tokens(self) -> np.ndarray:

@@ -20,7 +20,7 @@ from datasculpt.config import EmbedConfig
 from datasculpt.errors import InputError
 from datasculpt.faults import fault_point
 from datasculpt.io.ingest import document_texts
-from datasculpt.io.row_file import RowFile
+from datasculpt.io.row_file import RowFile, drop_mapped_pages
 from datasculpt.io.write import atomic_path
 from datasculpt.progress import progress_bar
 from datasculpt.runner import Inputs, Run, Stage
@@ -28,6 +28,7 @@ from datasculpt.runner import Inputs, Run, Stage
 log = logging.getLogger("datasculpt")
 
 CHUNK = 1 << 13  # documents per encoder call: bounds the texts held at once
+_DROP_EVERY = 16  # chunks of given vectors copied between drops of the mapped pages
 
 # Measured on the dev corpus (docs/BENCHMARKS.md, "Static embeddings"): the packaged encoder
 # embeds 13.7 to 14.7 documents/s on 2 cores (max_length 256); the embed=static stage 61x
@@ -99,9 +100,12 @@ def _given(run: Run, n: int, tmp: Any) -> tuple[np.ndarray, dict[str, Any]]:
     if cfg.precomputed:
         given = embed_mod.load_precomputed(cfg.precomputed, n)
         rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=given.shape)
-        for lo in range(0, n, CHUNK):
+        for i, lo in enumerate(range(0, n, CHUNK)):
             rows[lo : lo + CHUNK] = embed_mod.l2_normalize(
                 np.asarray(given[lo : lo + CHUNK], dtype=np.float32))
+            if i % _DROP_EVERY == _DROP_EVERY - 1:
+                drop_mapped_pages(given, rows)
+        drop_mapped_pages(given, rows)
         return rows, {"source": str(cfg.precomputed)}
     vectors = [doc.vector for doc in run.source.stream()]
     rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,

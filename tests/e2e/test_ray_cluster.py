@@ -17,6 +17,7 @@ import pytest
 from helpers import check_contract, write_jsonl
 
 import datasculpt
+from datasculpt.io.doc_table import DOC_PARTS
 from datasculpt.io.token_store import PARTS_DIR
 
 ray = pytest.importorskip("ray", reason="executor=ray needs the [ray] extra")
@@ -24,7 +25,7 @@ ray = pytest.importorskip("ray", reason="executor=ray needs the [ray] extra")
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ("sequences.jsonl", "documents.parquet", "malformed.jsonl", "offsets.npy",
-             "embeddings.npy", "clusters.npy", "pieces_datasculpt.npy")
+             "embeddings.npy", "clusters.npy", "centroids.npy", "pieces_datasculpt.npy")
 
 
 def _free_port() -> int:
@@ -114,11 +115,14 @@ def _cfg(data: Path, executor: dict, **extra):
 def _same_bytes(a: Path, b: Path) -> None:
     for name in ARTIFACTS:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    store = sorted(p.name for p in (a / PARTS_DIR).iterdir())  # the token store's parts
-    assert len(store) > 3  # parts.json, skips.npy and several tokenize tasks' parts
-    assert store == sorted(p.name for p in (b / PARTS_DIR).iterdir())
-    for name in store:
-        assert (a / PARTS_DIR / name).read_bytes() == (b / PARTS_DIR / name).read_bytes(), name
+    # the token store's parts (parts.json, skips.npy and several tokenize tasks' parts) and
+    # the documents' metadata parts (parts.json and one Arrow file per block)
+    for folder, least in ((PARTS_DIR, 4), (DOC_PARTS, 3)):
+        names = sorted(p.name for p in (a / folder).iterdir())
+        assert len(names) >= least, folder
+        assert names == sorted(p.name for p in (b / folder).iterdir())
+        for name in names:
+            assert (a / folder / name).read_bytes() == (b / folder / name).read_bytes(), name
     shards = sorted(p.name for p in (a / "tokens").glob("part-*.parquet"))
     assert len(shards) > 2  # several shard tasks ran
     assert shards == sorted(p.name for p in (b / "tokens").glob("part-*.parquet"))
