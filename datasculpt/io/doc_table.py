@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -177,14 +177,7 @@ class DocTable:
     def file_rows(self) -> list[tuple[int, int, int]]:
         """``(file_no, first row, rows)`` per input shard that kept documents: a shard's
         documents are consecutive rows."""
-        blocks: list[tuple[int, int, int]] = []
-        for p, start in zip(self.parts, self.starts.tolist(), strict=False):
-            if blocks and blocks[-1][0] == p["file_no"]:
-                f, first, count = blocks[-1]
-                blocks[-1] = (f, first, count + p["rows"])
-            else:
-                blocks.append((int(p["file_no"]), int(start), int(p["rows"])))
-        return blocks
+        return shard_runs((int(p["file_no"]), int(p["rows"])) for p in self.parts)
 
     def write_parquet(self, path: str | Path) -> None:
         """``documents.parquet``, streamed from the parts in ``pq.write_table``'s row groups."""
@@ -221,6 +214,21 @@ class DocTable:
         if self.label_key:
             fields.append((self.label_key, pa.string()))
         return pa.schema(fields)
+
+
+def shard_runs(runs: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """``(file_no, first row, rows)`` from ``(file_no, rows)`` runs in row order, consecutive
+    runs of one shard joined."""
+    blocks: list[tuple[int, int, int]] = []
+    row = 0
+    for file_no, rows in runs:
+        if blocks and blocks[-1][0] == file_no:
+            f, first, count = blocks[-1]
+            blocks[-1] = (f, first, count + rows)
+        else:
+            blocks.append((file_no, row, rows))
+        row += rows
+    return blocks
 
 
 def doc_files(run_dir: Path) -> list[str]:

@@ -29,7 +29,14 @@ import pyarrow as pa
 from datasculpt.errors import InputError
 from datasculpt.executors import Executor
 from datasculpt.io.admission import Admission
-from datasculpt.io.doc_table import DOC_PARTS, DocTable, DocTableWriter, read_ipc, write_ipc
+from datasculpt.io.doc_table import (
+    DOC_PARTS,
+    DocTable,
+    DocTableWriter,
+    read_ipc,
+    shard_runs,
+    write_ipc,
+)
 from datasculpt.io.read import (
     Block,
     ReadOptions,
@@ -281,14 +288,7 @@ def document_blocks(sources: list[str], files: list[str]) -> list[tuple[int, int
     """``(file_no, first row, rows)`` per input shard that kept documents: a shard's documents
     are consecutive rows of ``documents.parquet``."""
     file_no = {f: i for i, f in enumerate(files)}
-    blocks: list[tuple[int, int, int]] = []
-    for row, src in enumerate(sources):
-        if blocks and blocks[-1][0] == file_no[src]:
-            f, first, count = blocks[-1]
-            blocks[-1] = (f, first, count + 1)
-        else:
-            blocks.append((file_no[src], row, 1))
-    return blocks
+    return shard_runs((file_no[src], 1) for src in sources)
 
 
 def _document_lines(run_dir: Path, first: int, count: int) -> np.ndarray:
