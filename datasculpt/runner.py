@@ -126,9 +126,12 @@ class Runner:
             stats = {**self.manifest.stats(stage.name), "reused": True}
         else:
             log.info("stage %s: start", stage.name)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             stats = dict(stage.work(self.run, inputs))
             stats.setdefault("seconds", time.perf_counter() - t0)
+            # the driver's CPU over all its threads: cpu_seconds / seconds is how many cores
+            # the stage kept busy here (a Ray worker's CPU is its own)
+            stats.setdefault("cpu_seconds", time.process_time() - c0)
             self.manifest.record(stage.name, digest, stage.artifacts(self.run), stats)
         if self.run.backend.is_gpu:
             release_gpu_memory()

@@ -110,6 +110,19 @@ def count_tokens(
     return n_tokens, stats
 
 
+def _whole_documents(doc_len: np.ndarray, eos: int) -> Units:
+    """The units when no document is cut: each document from 0 to its end.
+
+    ``start`` is one zero broadcast over the documents and ``end`` is ``doc_len`` itself, both
+    read-only: the driver holds 8 bytes per document for the units, not 24 (0.16 GB at 10M
+    documents). The values are those of the general construction."""
+    end = doc_len.view()
+    end.flags.writeable = False
+    start = np.broadcast_to(np.int64(0), doc_len.shape)
+    return Units(doc=np.arange(doc_len.size, dtype=np.int64), start=start, end=end,
+                 doc_len=doc_len, eos=int(eos))
+
+
 def make_units(doc_len: np.ndarray, ctx_len: int, eos: int) -> Units:
     """Cut every document into ``ctx_len``-token pieces up front; short ones stay whole.
 
@@ -121,6 +134,8 @@ def make_units(doc_len: np.ndarray, ctx_len: int, eos: int) -> Units:
     if np.any(doc_len <= 0):
         raise ValueError("documents must have at least one token")
     n_pieces = -(-(doc_len + eos) // ctx_len)
+    if doc_len.size and int(n_pieces.max()) == 1:
+        return _whole_documents(doc_len, eos)
     doc = np.repeat(np.arange(doc_len.size, dtype=np.int64), n_pieces)
     first = np.concatenate(([0], np.cumsum(n_pieces)[:-1]))
     k = np.arange(doc.size, dtype=np.int64) - np.repeat(first, n_pieces)

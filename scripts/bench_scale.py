@@ -210,17 +210,20 @@ def run_command_line(corpus: Path, emb: Path, embed: str, ctx_len: int, out: Pat
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log = out.parent / f"{out.name}.log"
-    t0 = time.perf_counter()
+    t0, ru0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
         poll = TreePeak(proc.pid)
         rc = proc.wait()
     wall = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak_tree = poll.stop()
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-20:]
         sys.exit(f"run failed with exit code {rc}; {log}:\n" + "\n".join(tail))
-    return {"command": cmd, "wall_seconds": wall, "peak_rss_tree_bytes": peak_tree,
+    cpu = (ru.ru_utime - ru0.ru_utime) + (ru.ru_stime - ru0.ru_stime)
+    return {"command": cmd, "wall_seconds": wall, "cpu_seconds": cpu,
+            "peak_rss_tree_bytes": peak_tree,
             "rss_samples": poll.samples,
             # Linux reports ru_maxrss in KiB: the largest single process waited for so far
             "max_rss_single_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
@@ -235,7 +238,8 @@ def read_run(out: Path, n_docs: int) -> dict[str, Any]:
     stages: dict[str, dict[str, Any]] = {}
     for name, entry in manifest.items():
         st = entry.get("stats", {})
-        stages[name] = {k: st.get(k) for k in ("seconds", "driver_rss_anon_start_bytes",
+        stages[name] = {k: st.get(k) for k in ("seconds", "cpu_seconds",
+                                               "driver_rss_anon_start_bytes",
                                                "driver_rss_anon_bytes", "driver_peak_rss_bytes")}
     first = next(iter(stages.values()), {})
     baseline = first.get("driver_rss_anon_start_bytes")
@@ -267,14 +271,18 @@ def _mib(b: float | None) -> str:
 def print_table(res: dict[str, Any]) -> None:
     run, bare = res["run"], res["bare_tokenizer"]
     print(f"\n{res['docs']:,} documents, embed={res['embed']}; {res['machine']}")
-    print(f"{'stage':<16}{'seconds':>10}{'driver RssAnon after':>24}{'driver VmHWM':>16}")
+    print(f"{'stage':<16}{'seconds':>10}{'cpu s':>10}{'driver RssAnon after':>24}"
+          f"{'driver VmHWM':>16}")
     for name, st in run["stages"].items():
         sec = "n/a" if st["seconds"] is None else f"{st['seconds']:.2f}"
-        print(f"{name:<16}{sec:>10}{_mib(st['driver_rss_anon_bytes']):>24}"
+        cpu = "n/a" if st.get("cpu_seconds") is None else f"{st['cpu_seconds']:.2f}"
+        print(f"{name:<16}{sec:>10}{cpu:>10}{_mib(st['driver_rss_anon_bytes']):>24}"
               f"{_mib(st['driver_peak_rss_bytes']):>16}")
     staged = sum(st["seconds"] or 0.0 for st in run["stages"].values())
     print(f"{'(other)':<16}{run['wall_seconds'] - staged:>10.2f}   startup, loads, report")
-    print(f"run wall time           {run['wall_seconds']:.2f} s")
+    print(f"run wall time           {run['wall_seconds']:.2f} s; CPU {run['cpu_seconds']:.2f} s "
+          f"over all its processes ({run['cpu_seconds'] / run['wall_seconds']:.2f} cores busy "
+          f"of {os.cpu_count()})")
     print(f"bare tokenizer          {bare['seconds']:.2f} s encode ({bare['tokens']:,} tokens, "
           f"{bare['tokens'] / max(bare['seconds'], 1e-9) / 1e3:,.0f}k tokens/s; read+parse+"
           f"encode pass {bare['pass_seconds']:.2f} s)")

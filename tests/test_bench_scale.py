@@ -65,11 +65,14 @@ def test_a_tiny_run_end_to_end_reports_measured_figures(tmp_path) -> None:
     run, bare = res["run"], res["bare_tokenizer"]
     assert list(run["stages"])[:4] == ["tokenize", "embed", "cluster", "pack"]
     for name, st in run["stages"].items():
-        assert st["seconds"] > 0, name
+        assert st["seconds"] > 0 and st["cpu_seconds"] >= 0, name
         if sys.platform.startswith("linux"):
             assert 0 < st["driver_rss_anon_bytes"] <= st["driver_peak_rss_bytes"], name
     assert run["wall_seconds"] > sum(st["seconds"] for st in run["stages"].values())
     assert run["peak_rss_tree_bytes"] > 0 and run["max_rss_single_bytes"] > 0
+    # the child's CPU: at least its tokenize stage's, at most every core for its wall time
+    assert run["stages"]["tokenize"]["cpu_seconds"] <= run["cpu_seconds"]
+    assert run["cpu_seconds"] <= run["wall_seconds"] * (os.cpu_count() or 1) * 1.05
     assert bare["seconds"] > 0 and bare["documents"] == n
     assert bare["tokens"] >= 20 * n  # one token per word at least
     assert res["ratio"] == pytest.approx(run["wall_seconds"] / bare["seconds"])

@@ -67,3 +67,18 @@ def test_separator_never_left_alone() -> None:
     assert pieces == [(0, 0, 8), (0, 8, 15), (0, 15, 16), (1, 0, 8), (1, 8, 15), (2, 0, 7),
                       (2, 7, 8)]
     assert units.length.tolist() == [8, 7, 2, 8, 8, 7, 2]
+
+
+def test_units_of_uncut_documents_match_the_cut_construction() -> None:
+    """No document cut: the compact units (a broadcast zero start, ``doc_len`` as the end)
+    hold the values the general construction gives, read-only."""
+    doc_len = np.array([5, 1, 7, 3], dtype=np.int64)
+    units = make_units(doc_len, ctx_len=8, eos=1)  # 7 + 1 fits exactly: nothing cut
+    assert units.doc.tolist() == [0, 1, 2, 3]
+    assert units.start.tolist() == [0, 0, 0, 0]
+    assert units.end.tolist() == doc_len.tolist()
+    assert units.length.tolist() == [6, 2, 8, 4]
+    assert not units.start.flags.writeable and not units.end.flags.writeable
+    cut = make_units(doc_len, ctx_len=7, eos=1)  # 7 + 1 > 7: the general path
+    assert cut.doc.tolist() == [0, 1, 2, 2, 3]
+    assert cut.start.flags.writeable

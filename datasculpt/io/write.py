@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from json.encoder import encode_basestring as _encode_str  # json.dumps' own
 from pathlib import Path
 from typing import IO, Any
 
@@ -124,6 +125,20 @@ def write_parquet(path: str | os.PathLike[str], columns: dict[str, Any]) -> None
         pq.write_table(table, tmp)
 
 
+# One line of sequences.jsonl as ``json.dumps(line, ensure_ascii=False)`` writes it (its
+# separators, key order and number formats), filled in by ``str.format``: building a dict per
+# piece and encoding it took ~10 s of a 10M-document run.
+_PIECE = '{{"docid": {}, "start": {}, "end": {}, "cluster": {}}}'
+_LINE = '{{"seq_id": {}, "n_tokens": {}, "docs": [{}]}}\n'
+
+
+def _json_value(x: Any) -> str:
+    """A docid as ``json.dumps(..., ensure_ascii=False)`` encodes it."""
+    if type(x) is str:
+        return _encode_str(x)
+    return json.dumps(x, ensure_ascii=False)
+
+
 def write_sequences(
     path: str | os.PathLike[str],
     packing: Packing,
@@ -158,19 +173,15 @@ def write_sequences(
             doc = packing.doc[lo:hi]
             ids = ids_of(docids, doc)
             start, end = packing.start[lo:hi].tolist(), packing.end[lo:hi].tolist()
-            cl = clusters[doc].tolist() if clusters is not None else None
+            cl = clusters[doc].tolist() if clusters is not None else [None] * len(start)
+            pieces = [_PIECE.format(_json_value(i), s, e, "null" if c is None else c)
+                      for i, s, e, c in zip(ids, start, end, cl, strict=True)]
             cuts = (bounds[s0:s1 + 1] - lo).tolist()
-            for i in range(s1 - s0):
-                docs = [
-                    {"docid": ids[j], "start": start[j], "end": end[j],
-                     "cluster": None if cl is None else cl[j]}
-                    for j in range(cuts[i], cuts[i + 1])
-                ]
-                line: dict[str, Any] = {"seq_id": s0 + i, "n_tokens": int(seq_tokens[s0 + i]),
-                                        "docs": docs}
-                fh.write(json.dumps(line, ensure_ascii=False))
-                fh.write("\n")
-                n_lines += 1
+            tokens = seq_tokens[s0:s1].tolist()
+            fh.write("".join(
+                _LINE.format(s0 + i, tokens[i], ", ".join(pieces[cuts[i]:cuts[i + 1]]))
+                for i in range(s1 - s0)))
+            n_lines += s1 - s0
             bar.update(s1 - s0)
             s0 = s1
     bar.close()

@@ -25,7 +25,7 @@ def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
 
 
 def _load(run: Run, inputs: Inputs) -> np.ndarray:
-    labels = np.load(run.out / "clusters.npy", allow_pickle=False)
+    labels = np.load(run.out / "clusters.npy", mmap_mode="r", allow_pickle=False)  # not heap
     log.info("cluster: %d clusters", int(labels.max()) + 1)
     return labels
 

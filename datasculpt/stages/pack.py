@@ -64,7 +64,9 @@ def pack_stage(method: str, main: str, strategy: str) -> Stage:
         return stats
 
     def load(run: Run, inputs: Inputs) -> Packing:
-        arr = np.load(run.out / _artifact(method), allow_pickle=False)
+        # memory-mapped: the pieces (32 bytes each) stay in the page cache, not the driver's
+        # heap, for the writers and the report that read them
+        arr = np.load(run.out / _artifact(method), mmap_mode="r", allow_pickle=False)
         return Packing(seq=arr[:, 0], doc=arr[:, 1], start=arr[:, 2], end=arr[:, 3])
 
     upstream = {"datasculpt": ("tokenize", "embed", "cluster"),
