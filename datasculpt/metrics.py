@@ -31,7 +31,9 @@ def coverage(packing: Packing, doc_len: np.ndarray) -> dict[str, int]:
         # Put every document on one global axis so one running maximum computes all unions.
         base = np.concatenate(([0], np.cumsum(doc_len)[:-1]))[doc]
         gs, ge = base + start, base + end
-        order = np.lexsort((ge, gs))
+        # By start alone: pieces tied on start may come in any order, since each adds only
+        # what reaches past the running maximum, and one key sorts in half lexsort's time.
+        order = np.argsort(gs)
         gs, ge = gs[order], ge[order]
         reach = np.maximum.accumulate(ge)
         prev = np.concatenate(([-1], reach[:-1]))

@@ -214,3 +214,21 @@ def test_purity_keeps_the_bits_of_the_unique_based_figure(seed: int) -> None:
             want, got = _purity_by_unique(packing, group, min_docs), purity(packing, group,
                                                                             min_docs)
             assert (math.isnan(want) and math.isnan(got)) or want == got
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coverage_counts_tokens_like_a_set_of_positions(seed: int) -> None:
+    # Pieces sharing a start (any order among them) and overlapping ones, against brute force.
+    rng = np.random.default_rng(seed)
+    doc_len = rng.integers(1, 30, 20)
+    doc = rng.integers(0, 20, 120)
+    start = rng.integers(0, doc_len[doc])
+    start[rng.random(120) < 0.3] = 0
+    end = start + rng.integers(1, 12, 120)
+    m = compute_metrics(Packing(seq=np.sort(rng.integers(0, 30, 120)), doc=doc, start=start,
+                                end=end), doc_len, 64, 0)
+    pieces = np.stack([doc, start, np.minimum(end, doc_len[doc])], axis=1).tolist()
+    seen = {(d, t) for d, a, b in pieces for t in range(a, b)}
+    placed = sum(b - a for _, a, b in pieces)
+    assert m["lost_tokens"] == int(doc_len.sum()) - len(seen)
+    assert m["duplicated_tokens"] == placed - len(seen)
