@@ -202,8 +202,12 @@ def plot(
     ctx_len: int,
     eos: int,
     embeddings: Any | None,
+    relevance: dict[str, np.ndarray] | None = None,
 ) -> list[str]:
-    """Fill histogram, pieces per sequence and (with embeddings) relevance, one line per method."""
+    """Fill histogram, pieces per sequence and (with embeddings) relevance, one line per method.
+
+    ``relevance`` holds each method's ``relevance_per_sequence`` when the caller has it (the
+    report computes it for the metrics): it reads every embedding row, seconds at 10M."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,7 +222,8 @@ def plot(
          {m: np.bincount(p.seq, minlength=p.n_sequences) for m, p in packings.items()}),
     ]
     if embeddings is not None:
-        sims = {m: relevance_per_sequence(p, embeddings) for m, p in packings.items()}
+        sims = {m: relevance_per_sequence(p, embeddings) if relevance is None else relevance[m]
+                for m, p in packings.items()}
         panels.append(("similarity.png", "mean pairwise cosine within a sequence",
                        {m: s[np.isfinite(s)] for m, s in sims.items()}))
     for filename, title, series in panels:

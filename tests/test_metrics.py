@@ -10,6 +10,8 @@ import pytest
 
 from datasculpt.metrics import (
     compute_metrics,
+    next_fit,
+    purity,
     random_grouping,
     random_pair_cosine,
     random_reference,
@@ -17,7 +19,7 @@ from datasculpt.metrics import (
     seq_doc_pairs,
 )
 from datasculpt.tokenize import make_units
-from datasculpt.types import Packing
+from datasculpt.types import Packing, Units
 
 
 def test_token_accounting_counts_lost_duplicated_and_overlong() -> None:
@@ -135,3 +137,98 @@ def test_seq_doc_pairs_are_the_distinct_rows_in_order(seed: int) -> None:
     assert np.array_equal(s, want[:, 0]) and np.array_equal(d, want[:, 1])
     empty = Packing(*(np.zeros(0, np.int64) for _ in range(4)))
     assert seq_doc_pairs(empty)[0].size == 0
+
+
+def _next_fit_per_item(length: np.ndarray, ctx_len: int) -> np.ndarray:
+    """The per-item loop ``next_fit`` replaced: the rule it must keep exactly."""
+    seq, cur, used = [], 0, 0
+    for n in length.tolist():
+        if used + n > ctx_len:
+            cur, used = cur + 1, 0
+        seq.append(cur)
+        used += n
+    return np.asarray(seq, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_next_fit_equals_the_per_item_loop(seed: int) -> None:
+    # Items of exactly ctx_len, runs that fill a window exactly, zero-length items and items
+    # longer than ctx_len (first of all, too) all take the per-item rule's windows.
+    rng = np.random.default_rng(seed)
+    ctx_len = int(rng.choice([1, 4, 16, 100]))
+    n = int(rng.integers(0, 400))
+    length = rng.integers(0, ctx_len + 1, n)
+    length[rng.random(n) < 0.1] = ctx_len
+    length[rng.random(n) < 0.05] = 0
+    length[rng.random(n) < 0.3] = ctx_len // 2
+    if seed % 4 == 0:
+        length[rng.random(n) < 0.1] = ctx_len + 1 + rng.integers(0, 5)
+    if seed % 5 == 0 and n:
+        length[0] = ctx_len + 3
+    assert np.array_equal(next_fit(length, ctx_len), _next_fit_per_item(length, ctx_len))
+    assert np.array_equal(next_fit(np.array([4, 4, 8, 1, 7, 9, 0, 16, 0]), 8),
+                          _next_fit_per_item(np.array([4, 4, 8, 1, 7, 9, 0, 16, 0]), 8))
+
+
+def test_random_grouping_is_next_fit_over_the_seeded_order() -> None:
+    doc_len = np.random.default_rng(5).integers(1, 60, 500)
+    units: Units = make_units(doc_len, 32, 1)
+    packing = random_grouping(units, 32, seed=11)
+    order = np.random.default_rng(11).permutation(len(units))
+    assert np.array_equal(packing.seq, _next_fit_per_item(units.length[order], 32))
+    assert np.array_equal(packing.doc, units.doc[order])
+
+
+def _purity_by_unique(packing: Packing, group: np.ndarray, min_docs: int = 1) -> float:
+    """Purity as two ``np.unique`` calls computed it: the figures must stay bit for bit."""
+    keep = np.bincount(seq_doc_pairs(packing)[0], minlength=packing.n_sequences)[
+        packing.seq] >= min_docs
+    tokens = (packing.end - packing.start).astype(np.float64)[keep]
+    seq, doc = packing.seq[keep], packing.doc[keep]
+    if tokens.sum() == 0:
+        return math.nan
+    _, gid = np.unique(np.asarray(group)[doc], return_inverse=True)
+    key = seq * (int(gid.max()) + 1) + gid
+    uniq, inv = np.unique(key, return_inverse=True)
+    per_pair = np.bincount(inv, weights=tokens)
+    pair_seq = uniq // (int(gid.max()) + 1)
+    heads = np.flatnonzero(np.concatenate(([True], pair_seq[1:] != pair_seq[:-1])))
+    return float(np.maximum.reduceat(per_pair, heads).sum() / tokens.sum())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_purity_keeps_the_bits_of_the_unique_based_figure(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_docs = int(rng.integers(1, 2000))
+    n = int(rng.integers(1, 3000))
+    seq = np.sort(rng.integers(0, max(1, n // int(rng.choice([2, 7, 300]))), n))
+    seq = np.unique(seq, return_inverse=True)[1].astype(np.int64)
+    doc = rng.integers(0, n_docs, n)
+    start = rng.integers(0, 50, n)
+    packing = Packing(seq=seq, doc=doc, start=start, end=start + rng.integers(0, 500, n))
+    groups = [rng.integers(0, int(rng.choice([2, 40, n_docs])), n_docs),
+              rng.integers(-3, 10**12, n_docs),                    # wide ids: the sort path
+              np.array(["law", "food", "code"])[rng.integers(0, 3, n_docs)]]
+    for group in groups:
+        for min_docs in (1, 2):
+            want, got = _purity_by_unique(packing, group, min_docs), purity(packing, group,
+                                                                            min_docs)
+            assert (math.isnan(want) and math.isnan(got)) or want == got
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coverage_counts_tokens_like_a_set_of_positions(seed: int) -> None:
+    # Pieces sharing a start (any order among them) and overlapping ones, against brute force.
+    rng = np.random.default_rng(seed)
+    doc_len = rng.integers(1, 30, 20)
+    doc = rng.integers(0, 20, 120)
+    start = rng.integers(0, doc_len[doc])
+    start[rng.random(120) < 0.3] = 0
+    end = start + rng.integers(1, 12, 120)
+    m = compute_metrics(Packing(seq=np.sort(rng.integers(0, 30, 120)), doc=doc, start=start,
+                                end=end), doc_len, 64, 0)
+    pieces = np.stack([doc, start, np.minimum(end, doc_len[doc])], axis=1).tolist()
+    seen = {(d, t) for d, a, b in pieces for t in range(a, b)}
+    placed = sum(b - a for _, a, b in pieces)
+    assert m["lost_tokens"] == int(doc_len.sum()) - len(seen)
+    assert m["duplicated_tokens"] == placed - len(seen)

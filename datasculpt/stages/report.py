@@ -8,7 +8,14 @@ import logging
 from typing import Any
 
 from datasculpt.balance import balance_report
-from datasculpt.metrics import compute_metrics, random_reference
+from datasculpt.metrics import (
+    compute_metrics,
+    group_ids,
+    random_pair_cosine,
+    random_reference,
+    relevance_per_sequence,
+    seq_doc_pairs,
+)
 from datasculpt.report import plot, write_report
 from datasculpt.runner import Run, Runner
 from datasculpt.stages.pack import stage_name
@@ -30,17 +37,28 @@ def report_run(run: Run, runner: Runner, methods: list[str]) -> dict[str, Any]:
     emb = res["embed"].host if res.get("embed") is not None else None
     main = methods[0]
     packings = {m: res[stage_name(m, main)] for m in methods}
-    results = {}
+    # Each figure that reads every embedding row or sorts every piece is computed once here
+    # and handed to the metrics, the plots and the reference (seconds each at 10M documents).
+    pair_cosine = random_pair_cosine(emb) if emb is not None else None
+    cluster_ids = group_ids(clusters) if clusters is not None else None
+    label_ids = group_ids(docs.labels) if docs.labels is not None else None
+    results, relevance = {}, {}
     for m, packing in packings.items():
+        pairs = seq_doc_pairs(packing)
+        if emb is not None:
+            relevance[m] = relevance_per_sequence(packing, emb, pairs)
         results[m] = compute_metrics(packing, docs.doc_len, cfg.ctx_len, docs.eos, emb,
-                                     clusters, docs.labels)
+                                     cluster_ids, label_ids, pairs=pairs,
+                                     seq_relevance=relevance.get(m), pair_cosine=pair_cosine)
         log.info("pack=%s: %d sequences, fill %.4f, truncation %.4f", m,
                  results[m]["n_sequences"], results[m]["fill_rate"],
                  results[m]["truncation_rate"])
     runner.log_times()
-    plots = (plot(run.out / "plots", packings, docs.doc_len, cfg.ctx_len, docs.eos, emb)
+    plots = (plot(run.out / "plots", packings, docs.doc_len, cfg.ctx_len, docs.eos, emb,
+                  relevance if emb is not None else None)
              if cfg.report.plots else [])
-    reference = (random_reference(docs.units, cfg.ctx_len, cfg.seed, emb, clusters, docs.labels)
+    reference = (random_reference(docs.units, cfg.ctx_len, cfg.seed, emb, cluster_ids,
+                                  label_ids, pair_cosine=pair_cosine)
                  if emb is not None or docs.labels is not None else None)
     warnings = runner.warnings()
     for warning in warnings:
