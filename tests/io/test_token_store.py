@@ -83,15 +83,22 @@ def test_a_short_part_is_an_error(tmp_path: Path) -> None:
         TokenStore(tmp_path).span(0, 0, 5)
 
 
-@pytest.mark.parametrize(("seed", "tiny"), [(s, t) for s in range(4) for t in (False, True)])
+_MODES = {
+    "as_run": {},
+    # windows and chunks of a few ids: a gather maps each part many times; some run lengths
+    # copied as items, the others by index; runs of 40 ids and more read
+    "tiny": {"_LONG_RUN": 40, "_FEW_RUNS": 0, "_WINDOW": 50, "_CHUNK": 30, "_ITEM_IDS": 20},
+    "items": {"_FEW_RUNS": 0, "_ITEM_IDS": 1},  # every short run copied as an item
+}
+
+
+@pytest.mark.parametrize(("seed", "mode"), [(s, m) for s in range(4) for m in _MODES])
 def test_gather_of_many_spans_matches_the_part_files(tmp_path: Path, monkeypatch, seed: int,
-                                                     tiny: bool) -> None:
+                                                     mode: str) -> None:
     """Enough spans per part that they are copied from a map of the part (long ones read),
-    against the part files read whole; ``tiny`` makes the windows and chunks a few ids, so a
-    gather maps each part many times."""
-    if tiny:
-        for name, value in [("_LONG_RUN", 40), ("_FEW_RUNS", 0), ("_WINDOW", 50), ("_CHUNK", 30)]:
-            monkeypatch.setattr(token_store, name, value)
+    against the documents' ids as written to the part files."""
+    for name, value in _MODES[mode].items():
+        monkeypatch.setattr(token_store, name, value)
     rng = np.random.default_rng(100 + seed)
     store, kept = _store(tmp_path, rng, 12, max_docs=300, max_len=60)
     n_docs = len(kept)
