@@ -18,17 +18,14 @@ document's position in the parts is its offset plus ``skipped`` ids (until the n
 without dropped records has no rows; each dropped run of records costs one. A part none of
 whose candidates became a document is deleted and is not in ``parts.json``.
 
-Readers copy spans into a fresh array and never keep a part mapped: a map keeps every page it
-touched (a whole page-cache folio, up to hundreds of KiB, per touch) in the resident set, so
-reading all sequences of a shuffled run through one map would count most of the store against
-the process's memory. Long spans are read with ``pread``; many short ones through a map of a
-bounded window of one part, dropped before the next window (``TokenStore._read``).
+Readers read spans with ``pread`` into a fresh array, never through a memory map: a map keeps
+every page it touched (and the kernel's read-around) in the resident set, so reading all
+sequences of a shuffled run would count most of the store against the process's memory.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from collections.abc import Iterable
 from itertools import chain
@@ -47,13 +44,6 @@ PARTS = "parts.json"
 SKIPS = "skips.npy"
 LEGACY_TOKENS = "tokens.bin"  # the merged store of layout 1, removed when a run rebuilds
 _MAX_ID = np.iinfo(np.int32).max
-# TokenStore._read: a run of ids at least this long is one pread (a long document's piece);
-# shorter ones, unless there are fewer than _FEW_RUNS, are copied from a map of the part.
-_LONG_RUN = 1 << 12
-_FEW_RUNS = 32
-_WINDOW = 1 << 23  # ids of a part mapped at once (32 MiB): the resident set a gather may add
-_CHUNK = 1 << 21  # ids indexed at once: the int64 index arrays stay 16 MiB each
-_ITEM_IDS = 1 << 10  # ids of one run length worth copying as items of that length
 
 
 # Batches between two ``malloc_trim`` calls: a call costs ~0.6 ms (6 s of a 10M-document
@@ -180,8 +170,8 @@ class TokenStore:
             placed += int(self.skipped[row]) if row >= 0 else 0
         part = int(np.searchsorted(self.part_start, placed, side="right")) - 1
         src = placed + int(start) - int(self.part_start[part])
-        self._read(self.files[part], np.asarray([src]), np.asarray([0]),
-                   np.asarray([out.size]), out)
+        self._read(self.files[part], np.asarray([src * 4]), np.asarray([0]),
+                   np.asarray([out.size * 4]), memoryview(out).cast("B"))
         return out
 
     def tokens(self, lo: int, hi: int) -> np.ndarray:
@@ -221,95 +211,24 @@ class TokenStore:
         heads = np.flatnonzero(new)
         run_len = np.add.reduceat(length, heads)
         part, src, dest = part[heads], src[heads], dest[heads]
-        # part by part, each in file order: the runs' places in the parts laid end to end
-        order = np.argsort(self.part_start[part] + src)
+        buf = memoryview(out).cast("B")
+        order = np.argsort(part, kind="stable")
         cuts = np.flatnonzero(np.diff(part[order])) + 1
         for sel in np.split(order, cuts):
-            self._read(self.files[int(part[sel[0]])], src[sel], dest[sel], run_len[sel], out)
+            self._read(self.files[int(part[sel[0]])], src[sel] * 4, dest[sel] * 4,
+                       run_len[sel] * 4, buf)
         return out
 
     @staticmethod
-    def _read(path: Path, src: np.ndarray, dest: np.ndarray, length: np.ndarray,
-              out: np.ndarray) -> None:
-        """Copies runs of ids of one part file (``src`` ascending, in ids) to ``out[dest:]``.
-
-        A pread per run costs a Python iteration and a system call, a few microseconds: most
-        of the shards stage at millions of short documents. So only long runs (one copy
-        each, which an index of their ids would only slow down) and a handful of runs
-        (``span``: a map costs more than a few reads) are read with ``pread``; the rest are
-        copied by whole-array operations from a read-only map of the part (``_copy_runs``).
-        The map covers at most ``_WINDOW`` ids of the file and is closed before the next, so
-        its touched pages leave the resident set whatever the spread of the runs; a chunk
-        copies at most ``_CHUNK`` ids, so its index arrays stay small whatever the range
-        asked for (``tokens`` of a whole store)."""
+    def _read(path: Path, src: np.ndarray, dest: np.ndarray, size: np.ndarray,
+              buf: memoryview) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
-            if int((src + length).max()) * 4 > os.fstat(fd).st_size:
-                raise OSError(f"{path} is shorter than the token store's index says")
-            short = length < _LONG_RUN
-            if np.count_nonzero(short) < _FEW_RUNS:
-                short[:] = False
-            buf = memoryview(out).cast("B")
-            for offset, pos, n in zip((src[~short] * 4).tolist(), (dest[~short] * 4).tolist(),
-                                      (length[~short] * 4).tolist(), strict=True):
+            for offset, pos, n in zip(src.tolist(), dest.tolist(), size.tolist(), strict=True):
                 while n:  # pread may return less than asked
                     got = os.preadv(fd, [buf[pos : pos + n]], offset)
                     if got <= 0:
                         raise OSError(f"{path} is shorter than the token store's index says")
                     pos, offset, n = pos + got, offset + got, n - got
-            if short.any():
-                _copy_mapped(fd, src[short], dest[short], length[short], out)
         finally:
             os.close(fd)
-
-
-def _copy_mapped(fd: int, src: np.ndarray, dest: np.ndarray, length: np.ndarray,
-                 out: np.ndarray) -> None:
-    """``TokenStore._read``'s short runs (``src`` ascending), window by window."""
-    first = np.concatenate(([0], np.cumsum(length)))  # each run's place among the copied ids
-    grain = mmap.ALLOCATIONGRANULARITY // 4  # a map's offset is a multiple of it
-    i, n_runs = 0, src.size
-    while i < n_runs:
-        # runs starting in the window (each shorter than _LONG_RUN, so ending near it), at
-        # most _CHUNK ids (at least one run)
-        j = min(int(np.searchsorted(src, src[i] + _WINDOW, side="left")),
-                int(np.searchsorted(first, first[i] + _CHUNK, side="right")) - 1)
-        j = max(j, i + 1)
-        lo = int(src[i]) // grain * grain
-        hi = int((src[i:j] + length[i:j]).max())
-        with mmap.mmap(fd, (hi - lo) * 4, access=mmap.ACCESS_READ, offset=lo * 4) as mapped:
-            view = np.frombuffer(mapped, dtype=np.int32)
-            _copy_runs(view, src[i:j] - lo, dest[i:j], length[i:j], out)
-            del view  # the map closes only when no array views it
-        i = j
-
-
-def _copy_runs(view: np.ndarray, src: np.ndarray, dest: np.ndarray, length: np.ndarray,
-               out: np.ndarray) -> None:
-    """``out[dest:dest + length] = view[src:src + length]`` for every run.
-
-    Runs of one length that hold enough ids between them are copied as items of that many
-    bytes (a void dtype over both arrays, one fancy index each way): a copy per run, not per
-    id, several times faster for documents of tens of ids. Corpora of many lengths leave
-    lengths with few runs, which would each cost a few array operations: those go through
-    one index of every id."""
-    sizes, group, count = np.unique(length, return_inverse=True, return_counts=True)
-    as_item = (sizes * count >= _ITEM_IDS)[group]
-    if as_item.any():
-        order = np.flatnonzero(as_item)
-        order = order[np.argsort(length[order], kind="stable")]
-        cuts = np.flatnonzero(np.diff(length[order])) + 1
-        for sel in np.split(order, cuts):
-            n = int(length[sel[0]])
-            item = np.dtype((np.void, 4 * n))
-            # overlapping items, one starting at every id: each run is one of them
-            to = np.ndarray((out.size - n + 1,), dtype=item, buffer=out, strides=(4,))
-            to[dest[sel]] = np.ndarray((view.size - n + 1,), dtype=item, buffer=view,
-                                       strides=(4,))[src[sel]]
-            del to
-    rest = ~as_item
-    if rest.any():
-        src, dest, n = src[rest], dest[rest], length[rest]
-        at = np.arange(int(n.sum()), dtype=np.int64)
-        at -= np.repeat(np.cumsum(n) - n, n)
-        out[np.repeat(dest, n) + at] = view[np.repeat(src, n) + at]

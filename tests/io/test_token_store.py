@@ -8,21 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasculpt.io import token_store
 from datasculpt.io.ingest import _Skips
 from datasculpt.io.token_store import PARTS_DIR, TokenStore, write_offsets, write_parts
 
 
-def _store(tmp: Path, rng: np.random.Generator, n_parts: int, max_docs: int = 5,
-           max_len: int = 4) -> tuple[TokenStore, list]:
+def _store(tmp: Path, rng: np.random.Generator, n_parts: int) -> tuple[TokenStore, list]:
     """Random parts (some candidates dropped, some parts wholly, some documents empty) built
     as the merge builds them; returns the store and the kept documents' ids."""
     store_dir = tmp / PARTS_DIR
     store_dir.mkdir(parents=True)
     skips, listed, kept, lengths = _Skips(), [], [], []
     for p in range(n_parts):
-        n = int(rng.integers(0, max_docs + 1))
-        docs = [rng.integers(0, 1000, size=int(rng.integers(0, max_len + 1))).astype(np.int32)
+        n = int(rng.integers(0, 6))
+        docs = [rng.integers(0, 1000, size=int(rng.integers(0, 5))).astype(np.int32)
                 for _ in range(n)]
         n_tokens = np.asarray([d.size for d in docs], dtype=np.int64)
         keep = rng.random(n) < (0.0 if p % 7 == 3 else 0.7)
@@ -81,61 +79,3 @@ def test_a_short_part_is_an_error(tmp_path: Path) -> None:
     write_offsets(tmp_path, np.asarray([5]))
     with pytest.raises(OSError, match="shorter"):
         TokenStore(tmp_path).span(0, 0, 5)
-
-
-_MODES = {
-    "as_run": {},
-    # windows and chunks of a few ids: a gather maps each part many times; some run lengths
-    # copied as items, the others by index; runs of 40 ids and more read
-    "tiny": {"_LONG_RUN": 40, "_FEW_RUNS": 0, "_WINDOW": 50, "_CHUNK": 30, "_ITEM_IDS": 20},
-    "items": {"_FEW_RUNS": 0, "_ITEM_IDS": 1},  # every short run copied as an item
-}
-
-
-@pytest.mark.parametrize(("seed", "mode"), [(s, m) for s in range(4) for m in _MODES])
-def test_gather_of_many_spans_matches_the_part_files(tmp_path: Path, monkeypatch, seed: int,
-                                                     mode: str) -> None:
-    """Enough spans per part that they are copied from a map of the part (long ones read),
-    against the documents' ids as written to the part files."""
-    for name, value in _MODES[mode].items():
-        monkeypatch.setattr(token_store, name, value)
-    rng = np.random.default_rng(100 + seed)
-    store, kept = _store(tmp_path, rng, 12, max_docs=300, max_len=60)
-    n_docs = len(kept)
-    assert n_docs
-    # a few long documents' worth: the pread path beside the mapped one
-    doc = np.concatenate([rng.integers(0, n_docs, size=3000), np.arange(n_docs),
-                          np.arange(min(n_docs, 500))[::-1]])
-    lens = store.doc_len[doc]
-    start = (rng.random(doc.size) * (lens + 1)).astype(np.int64)
-    end = start + (rng.random(doc.size) * (lens - start + 1)).astype(np.int64)
-    whole = rng.random(doc.size) < 0.5  # whole documents: consecutive ones join into runs
-    start[whole], end[whole] = 0, lens[whole]
-    got = store.gather(doc, start, end)
-    want = np.concatenate([np.zeros(0, np.int32)]
-                          + [kept[d][a:b] for d, a, b in zip(doc, start, end, strict=True)])
-    assert got.dtype == np.int32 and np.array_equal(got, want)
-    flat = np.concatenate([np.zeros(0, np.int32), *kept])
-    total = flat.size
-    for lo, hi in [(0, total), *sorted(rng.integers(0, total + 1, size=(20, 2)).tolist())]:
-        lo, hi = min(lo, hi), max(lo, hi)
-        assert np.array_equal(store.tokens(lo, hi), flat[lo:hi])
-    for d, a, b in zip(doc[:50].tolist(), start[:50].tolist(), end[:50].tolist(), strict=True):
-        assert np.array_equal(store.span(d, a, b), kept[d][a:b])
-
-
-@pytest.mark.parametrize("n_docs", [3, 200])
-def test_a_short_part_is_an_error_for_many_spans(tmp_path: Path, n_docs: int) -> None:
-    (tmp_path / PARTS_DIR).mkdir()
-    n = 10 * n_docs
-    (tmp_path / PARTS_DIR / "part-000000.bin").write_bytes(
-        np.arange(n - 1, dtype=np.int32).tobytes())
-    write_parts(tmp_path / PARTS_DIR, [("part-000000.bin", n)], np.zeros((0, 2)))
-    write_offsets(tmp_path, np.full(n_docs, 10))
-    store = TokenStore(tmp_path)
-    doc = np.arange(n_docs)[::-1].copy()  # not consecutive: one run each
-    with pytest.raises(OSError, match="shorter"):
-        store.gather(doc, np.zeros(n_docs, np.int64), np.full(n_docs, 10))
-    assert np.array_equal(store.gather(doc[1:], np.zeros(n_docs - 1, np.int64),
-                                       np.full(n_docs - 1, 10)),
-                          np.concatenate([np.arange(10 * d, 10 * d + 10) for d in doc[1:]]))
