@@ -284,3 +284,15 @@ def test_cost_cap_bounds_the_windows_attention_for_more_cuts():
         return int((np.bincount(p.doc, minlength=doc_len.shape[0]) > 1).sum())
 
     assert cut_docs(capped) > cut_docs(free)
+
+
+@pytest.mark.parametrize("n", [1, 7, 128, 1000, 1024])
+def test_host_gram_is_numpys_product_bit_for_bit(n: int) -> None:
+    """The row-padded host Gram (window_greedy._gram) is the same syrk as ``e @ e.T``: the
+    greedy's choices, and so every packing, keep their bits."""
+    from datasculpt.pack.window_greedy import _gram
+
+    e = np.random.default_rng(n).standard_normal((3, n, 64)).astype(np.float32)
+    g = _gram(np, e)
+    assert g.shape == (3, n, n)
+    assert np.array_equal(g, np.matmul(e, e.transpose(0, 2, 1)))
