@@ -136,20 +136,23 @@ def ingest_block(index: int, *, blocks: list[Block], paths: list[Path], opts: Re
     bar = progress_bar(progress, desc=f"tokenize {source.name}", unit="doc", leave=False)
     with open(path, "wb") as fh:
         writer = TokenWriter(fh, tok, batch_size, bar)
-        for line, cand, problem in _prefetched(check_records(source, opts, block)):
-            part.records += 1
-            part.n_lines = max(part.n_lines, line)
-            if cand is None:
-                part.problems.append((line, problem or "malformed"))
-                continue
-            lines.append(line)
-            docids.append(cand.docid)
-            if labels is not None:
-                labels.append(cand.label or "")
-            vector_problems.append(cand.vector_problem)
-            vector_dims.append(None if cand.vector is None else int(cand.vector.size))
-            writer.add(cand.text)
-        n_tokens = writer.lengths()
+        try:
+            for line, cand, problem in _prefetched(check_records(source, opts, block)):
+                part.records += 1
+                part.n_lines = max(part.n_lines, line)
+                if cand is None:
+                    part.problems.append((line, problem or "malformed"))
+                    continue
+                lines.append(line)
+                docids.append(cand.docid)
+                if labels is not None:
+                    labels.append(cand.label or "")
+                vector_problems.append(cand.vector_problem)
+                vector_dims.append(None if cand.vector is None else int(cand.vector.size))
+                writer.add(cand.text)
+            n_tokens = writer.lengths()
+        finally:
+            writer.close()
     bar.close()
     part.candidates = len(lines)
     columns = {"docid": pa.array(docids, type=pa.string()),

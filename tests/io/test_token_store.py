@@ -79,3 +79,40 @@ def test_a_short_part_is_an_error(tmp_path: Path) -> None:
     write_offsets(tmp_path, np.asarray([5]))
     with pytest.raises(OSError, match="shorter"):
         TokenStore(tmp_path).span(0, 0, 5)
+
+
+def test_token_writer_encodes_ahead_and_writes_in_input_order(tmp_path: Path) -> None:
+    """Batches are encoded on the writer's thread while the next one fills: the file holds
+    every text's ids in input order, the counts match, and an encoding error reaches the
+    caller."""
+    from datasculpt.io.token_store import TokenWriter
+    from datasculpt.tokenize import load_tokenizer, plain_ids
+
+    tok = load_tokenizer("default")
+    texts = [f"document {i} says {'word ' * (i % 7)}" for i in range(23)]
+    path = tmp_path / "part.bin"
+    with open(path, "wb") as fh:
+        writer = TokenWriter(fh, tok, batch_size=4)
+        for text in texts:
+            writer.add(text)
+        counts = writer.lengths()
+    expected = plain_ids(tok)(texts)
+    assert counts.tolist() == [len(x) for x in expected]
+    assert np.fromfile(path, dtype=np.int32).tolist() == [t for ids in expected for t in ids]
+
+    calls = []
+
+    def failing(batch: list[str]) -> list[list[int]]:
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise RuntimeError("encoder broke")
+        return [[1] for _ in batch]
+
+    with open(tmp_path / "bad.bin", "wb") as fh:
+        writer = TokenWriter(fh, tok, batch_size=2)
+        writer.encode = failing
+        with pytest.raises(RuntimeError, match="encoder broke"):
+            for text in texts:
+                writer.add(text)
+            writer.lengths()
+        writer.close()
