@@ -62,7 +62,7 @@ from datasculpt.vectors import ZERO_ROWS_ONLY, l2_normalize, nearest, spherical_
 
 _KMEANS_ITERS = 3
 _KMEANS_SAMPLE = 12  # k-means training points per centroid when a cluster is split
-_REM_RUN = 16  # remainder chunks per task
+_REM_RUN = 64  # remainder chunks per task: one padded block of the greedy (_BLOCK_GRAM)
 _REM_TIER = 8  # a remainder above this many remainder_group chunks is first cut finer
 _SPLIT_FILL = 0.8  # a part's window below this fill goes back to its cluster's pool
 # Share of the free device memory one padded block of the greedy may take on a GPU (the

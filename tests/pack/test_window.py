@@ -9,6 +9,7 @@ kernel (many groups side by side in padded blocks) must agree exactly; ``check_p
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -296,3 +297,30 @@ def test_host_gram_is_numpys_product_bit_for_bit(n: int) -> None:
     g = _gram(np, e)
     assert g.shape == (3, n, n)
     assert np.array_equal(g, np.matmul(e, e.transpose(0, 2, 1)))
+
+
+def test_windows_do_not_depend_on_how_many_groups_share_a_block(monkeypatch) -> None:
+    """Float embeddings (Gram entries rounded), groups of 250 to 256 units: a group's windows
+    are the same whether it is packed alone, 4 to a block or every group in one block (the
+    host's remainder chunks, 64 to a block since issue 21, were 16)."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(250, 257, 24)
+    lens = np.concatenate([np.sort(rng.integers(1, 200, s))[::-1] for s in sizes])
+    rows = rng.standard_normal((lens.shape[0], 64)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    members = np.arange(lens.shape[0])
+    g_count = sizes.astype(np.int64)
+    g_first = np.concatenate(([0], np.cumsum(g_count)[:-1])).astype(np.int64)
+    k_win = np.add.reduceat(lens, g_first) // 1024
+    got = {}
+    shape = window_greedy.blocks
+    for per_block in (1, 4, 24):
+        monkeypatch.setattr(window_greedy, "blocks", functools.partial(
+            shape, max_gram=per_block * 256 * 256))
+        solved = window_greedy.solve(np, rows, lens, members, g_first, g_count, k_win, 1024,
+                                     0.1)
+        assert solved.blocks >= -(-24 // per_block)
+        got[per_block] = (solved.win, solved.step)
+    for per_block in (4, 24):
+        assert np.array_equal(got[per_block][0], got[1][0])
+        assert np.array_equal(got[per_block][1], got[1][1])
