@@ -43,7 +43,7 @@ def sort_units(units: Units, clusters: np.ndarray) -> SortedUnits:
     """``units`` in the order the strategies work in; ``clusters`` labels the documents."""
     length = units.length
     unit_cl, n_labels = _dense(np.asarray(clusters)[units.doc])
-    order = _lexorder(unit_cl, length, units.doc, units.start)
+    order = lexsort_ints((units.start, units.doc, -length, unit_cl))
     cluster = unit_cl[order].astype(np.int64)
     count = np.bincount(cluster, minlength=n_labels)
     first = np.concatenate(([0], np.cumsum(count)[:-1]))
@@ -64,28 +64,26 @@ def _dense(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return rank, int(distinct.shape[0])
 
 
-def _lexorder(cluster: np.ndarray, length: np.ndarray, doc: np.ndarray, start: np.ndarray,
-              ) -> np.ndarray:
-    """``np.lexsort((start, doc, -length, cluster))``: by cluster, then longest first, then
-    document and start, ties in index order.
+def lexsort_ints(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``np.lexsort(keys)`` (the last key primary, ties in index order) for integer keys.
 
-    When the four keys' ranges multiply to less than 2^63 they are one int64 key and one
-    stable argsort gives the same permutation (1.2 s against 2.1 s at 10M units); else the
-    lexsort."""
-    if not cluster.size:
+    When the keys' ranges multiply to less than 2^63 they are one int64 key, and one stable
+    argsort gives the same permutation in about half the time (10M units: 1.2 s against
+    2.1 s); else the lexsort."""
+    n = int(keys[0].shape[0]) if keys else 0
+    if not n:
         return np.zeros(0, dtype=np.int64)
-    lo = min(int(cluster.min()), int(length.min()), int(doc.min()), int(start.min()))
-    spans = [int(cluster.max()) + 1, int(length.max()) + 1, int(doc.max()) + 1,
-             int(start.max()) + 1]
-    if lo < 0 or np.prod(spans, dtype=object) >= 1 << 63:
-        return np.lexsort((start, doc, -length, cluster))
-    _, n_len, n_doc, n_start = spans
-    key = cluster.astype(np.int64) * n_len + (n_len - 1 - length)
-    key *= n_doc
-    key += doc
-    if n_start > 1:
-        key *= n_start
-        key += start
+    lows = [int(k.min()) for k in keys]
+    spans = [int(k.max()) - lo + 1 for k, lo in zip(keys, lows, strict=True)]
+    if np.prod(spans, dtype=object) >= 1 << 63:
+        return np.lexsort(keys)
+    key = np.zeros(n, dtype=np.int64)
+    for k, lo, span in zip(keys[::-1], lows[::-1], spans[::-1], strict=True):
+        if span > 1:
+            key *= span
+            key += k
+            if lo:
+                key -= lo
     return np.argsort(key, kind="stable")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from datasculpt.backend import to_numpy
-from datasculpt.pack.assignment import Assignment, SortedUnits
+from datasculpt.pack.assignment import Assignment, SortedUnits, lexsort_ints
 from datasculpt.pack.host_windows import Gaps, HostWindows
 from datasculpt.types import Packing, Units
 
@@ -168,7 +168,7 @@ def _packing(a: Assignment, su: SortedUnits, units: Units, pieces: list[Piece],
     p_end = np.concatenate([units.end[src], np.asarray([p[4] for p in pieces], np.int64)])
     occupied = np.bincount(p_win, minlength=n_windows) > 0
     seq_of_win = np.cumsum(occupied) - 1
-    out = np.lexsort((p_rank, p_win))
+    out = lexsort_ints((p_rank, p_win))
     return Packing(
         seq=seq_of_win[p_win[out]].astype(np.int64),
         doc=p_doc[out].astype(np.int64),

@@ -36,3 +36,15 @@ def test_sorted_units_are_those_of_unique_and_lexsort(labels: str, ctx_len: int)
     assert np.array_equal(su.cluster, cluster)
     assert np.array_equal(su.count, np.bincount(cluster))
     assert (units.start > 0).any() == (ctx_len == 64)
+
+
+@pytest.mark.parametrize("spans", [(1, 5, 3), (1000, 1, 70), (2**40, 2**30, 2)])
+def test_lexsort_ints_is_np_lexsort(spans: tuple[int, ...]) -> None:
+    """One int64 key where the ranges fit (negative keys and constant ones included), the
+    lexsort where they do not: the same permutation, ties in index order."""
+    from datasculpt.pack.assignment import lexsort_ints
+
+    rng = np.random.default_rng(len(spans) + spans[0] % 97)
+    keys = tuple(rng.integers(-s // 2, s - s // 2, 20_000) for s in spans)
+    assert np.array_equal(lexsort_ints(keys), np.lexsort(keys))
+    assert lexsort_ints(tuple(k[:0] for k in keys)).shape == (0,)
