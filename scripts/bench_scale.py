@@ -248,9 +248,19 @@ def read_run(out: Path, n_docs: int) -> dict[str, Any]:
     heap_stage = max(heaps, key=heaps.__getitem__) if heaps else None
     per_doc = ((heaps[heap_stage] - baseline) / n_docs
                if heap_stage is not None and baseline is not None else None)
+    # The writers run beside the report's figures (pipeline.WRITERS): their RssAnon holds the
+    # report's working arrays too. The stages before them hold the run's own state alone.
+    from datasculpt.pipeline import WRITERS
+
+    alone = {n: h for n, h in heaps.items() if n not in WRITERS}
+    alone_stage = max(alone, key=alone.__getitem__) if alone else None
     return {"stages": stages, "driver_heap_baseline_bytes": baseline,
             "driver_heap_max_bytes": heaps.get(heap_stage) if heap_stage else None,
             "driver_heap_max_stage": heap_stage, "driver_heap_per_doc_bytes": per_doc,
+            "driver_heap_alone_stage": alone_stage,
+            "driver_heap_alone_per_doc_bytes": (
+                (alone[alone_stage] - baseline) / n_docs
+                if alone_stage is not None and baseline is not None else None),
             "documents_parquet_rows": pq.read_metadata(out / "documents.parquet").num_rows}
 
 
@@ -294,6 +304,11 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"driver heap             {_mib(run['driver_heap_max_bytes'])} after "
           f"{run['driver_heap_max_stage']} - {_mib(run['driver_heap_baseline_bytes'])} at "
           f"start = {'n/a' if per_doc is None else f'{per_doc:,.0f}'} bytes per document")
+    alone = run.get("driver_heap_alone_per_doc_bytes")
+    if alone is not None and run.get("driver_heap_alone_stage") != run["driver_heap_max_stage"]:
+        print(f"                        {alone:,.0f} bytes per document after "
+              f"{run['driver_heap_alone_stage']}, the largest before the writers (they run "
+              "beside the report's figures, whose arrays the figure above includes)")
     print(f"documents.parquet rows  {run['documents_parquet_rows']:,}")
     loads = ", ".join(f"{k} {v[0]:.2f}" for k, v in res["load_average"].items())
     print(f"1-min load average      {loads} ({os.cpu_count()} CPUs; above that, other work "

@@ -84,3 +84,6 @@ def test_a_tiny_run_end_to_end_reports_measured_figures(tmp_path) -> None:
         assert 0 < baseline < run["driver_heap_max_bytes"]
         assert run["driver_heap_per_doc_bytes"] == pytest.approx(
             (run["driver_heap_max_bytes"] - baseline) / n)
+        # the heap of the stages that run alone (before the writers and the report beside)
+        assert run["driver_heap_alone_stage"] in ("tokenize", "embed", "cluster", "pack")
+        assert run["driver_heap_alone_per_doc_bytes"] <= run["driver_heap_per_doc_bytes"]
