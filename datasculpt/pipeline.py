@@ -92,9 +92,14 @@ def run(cfg: DictConfig, output_dir: str | None = None) -> dict[str, Any]:
         for stage in stages:
             if stage.name not in WRITERS:
                 runner(stage)
-        figures = _beside(lambda: report_figures(this, dict(runner.results), methods_of(cfg)),
-                          lambda: [runner(stage) for stage in writers])
-        return report_run(this, runner, methods_of(cfg), figures)
+
+        def write() -> None:
+            for stage in writers:
+                runner(stage)
+
+        methods = methods_of(cfg)
+        figures = _beside(lambda: report_figures(this, dict(runner.results), methods), write)
+        return report_run(this, runner, methods, figures)
     finally:
         executor.close()
 
