@@ -7,7 +7,7 @@ same machine, in the same sitting, and the ratio is printed beside the per-stage
 driver's memory the run records in its ``manifest.json``.
 
 The corpus (cached under ``--work`` by size and seed, so a second sitting reuses it) is JSONL
-of 20-60 words per document drawn from a topic's window of single-token words
+of 20-60 words per document (``--words``) drawn from a topic's window of single-token words
 (``synthetic.tokenizer_words``), with an aligned float32 ``N x 64`` ``.npy`` of planted
 cluster embeddings for ``--embed precomputed``. Generation is vectorised with numpy; only the
 assembly of each JSON line is a Python loop.
@@ -69,9 +69,11 @@ GOAL_PEAK_BYTES = 6 << 30
 GOAL_RATIO = 1.5
 
 
-def corpus_paths(work: Path, n_docs: int, seed: int) -> tuple[Path, Path]:
-    """The cached corpus and embeddings of one size and seed."""
-    stem = f"n{n_docs}_s{seed}"
+def corpus_paths(work: Path, n_docs: int, seed: int, words: tuple[int, int] = WORDS,
+                 ) -> tuple[Path, Path]:
+    """The cached corpus and embeddings of one size, seed and document length (the default
+    length keeps the names the earlier sittings' caches have)."""
+    stem = f"n{n_docs}_s{seed}" + ("" if tuple(words) == WORDS else f"_w{words[0]}-{words[1]}")
     return work / f"corpus_{stem}.jsonl", work / f"embeddings_{stem}_d{DIM}.npy"
 
 
@@ -111,20 +113,21 @@ def write_corpus(path: Path, topic: np.ndarray, n_words: np.ndarray, vocab: np.n
             fh.write(b"".join(lines))
 
 
-def make_corpus(work: Path, n_docs: int, seed: int) -> tuple[Path, Path, bool]:
+def make_corpus(work: Path, n_docs: int, seed: int, words: tuple[int, int] = WORDS,
+                ) -> tuple[Path, Path, bool]:
     """The corpus and embeddings of this size and seed, generated unless ``work`` has them.
 
     Written under temporary names and renamed, so an interrupted generation is never reused.
     Returns the paths and whether they were reused.
     """
-    corpus, emb = corpus_paths(work, n_docs, seed)
+    corpus, emb = corpus_paths(work, n_docs, seed, words)
     if corpus.exists() and emb.exists():
         return corpus, emb, True
     rng = np.random.default_rng(seed)
     vocab = synthetic.tokenizer_words(rng)
     vocab = vocab[[w.isascii() for w in vocab.tolist()]]  # JSON-safe bytes as they are
     topic = rng.integers(0, TOPICS, size=n_docs)
-    n_words = rng.integers(WORDS[0], WORDS[1] + 1, size=n_docs)
+    n_words = rng.integers(words[0], words[1] + 1, size=n_docs)
     tmp_corpus, tmp_emb = corpus.with_name(corpus.name + ".tmp"), emb.with_name(emb.name + ".tmp")
     write_corpus(tmp_corpus, topic, n_words, vocab, rng)
     synthetic.write_planted_embeddings(tmp_emb, topic, TOPICS, DIM, rng)
@@ -280,7 +283,9 @@ def _mib(b: float | None) -> str:
 
 def print_table(res: dict[str, Any]) -> None:
     run, bare = res["run"], res["bare_tokenizer"]
-    print(f"\n{res['docs']:,} documents, embed={res['embed']}; {res['machine']}")
+    lo, hi = res.get("words", WORDS)
+    print(f"\n{res['docs']:,} documents of {lo}-{hi} words, embed={res['embed']}; "
+          f"{res['machine']}")
     print(f"{'stage':<16}{'seconds':>10}{'cpu s':>10}{'driver RssAnon after':>24}"
           f"{'driver VmHWM':>16}")
     for name, st in run["stages"].items():
@@ -324,13 +329,20 @@ def main() -> None:
     ap.add_argument("--args", nargs="*", default=[],
                     help="extra overrides for the run, e.g. report.plots=false")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--words", type=int, nargs=2, default=list(WORDS), metavar=("MIN", "MAX"),
+                    help="words per document, inclusive (one token each; default 20 60): "
+                         "longer documents weigh the per-document stages less against the "
+                         "tokenizer's per-token cost")
     ap.add_argument("--ctx-len", type=int, default=16384)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    corpus, emb, reused = make_corpus(args.work, args.docs, args.seed)
+    words = (int(args.words[0]), int(args.words[1]))
+    if not 1 <= words[0] <= words[1]:
+        ap.error(f"--words: need 1 <= MIN <= MAX, got {words[0]} {words[1]}")
+    corpus, emb, reused = make_corpus(args.work, args.docs, args.seed, words)
     gen = time.perf_counter() - t0
     print(f"corpus {'reused' if reused else f'generated in {gen:.1f} s'}: {corpus} "
           f"({corpus.stat().st_size / 2**20:,.0f} MiB), {emb}", flush=True)
@@ -343,12 +355,13 @@ def main() -> None:
     bare = bare_tokenizer(corpus, tokenizer, batch)
     load["before_run"] = os.getloadavg()
     print(f"bare tokenizer: {bare['seconds']:.2f} s", flush=True)
-    out = args.work / f"run_n{args.docs}_s{args.seed}_{args.embed}"
+    out = args.work / f"run_{corpus.stem.removeprefix('corpus_')}_{args.embed}"
     run = run_command_line(corpus, emb, args.embed, args.ctx_len, out, args.args)
     load["after_run"] = os.getloadavg()
     print(f"run: {run['wall_seconds']:.2f} s", flush=True)
     run.update(read_run(out, args.docs))
     res = {"docs": args.docs, "embed": args.embed, "seed": args.seed, "ctx_len": args.ctx_len,
+           "words": list(words),
            "extra_args": args.args,
            "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "load_average": load,
            "corpus": {"path": str(corpus), "bytes": corpus.stat().st_size, "reused": reused,

@@ -51,6 +51,19 @@ def test_the_corpus_is_n_short_documents_with_aligned_vectors_and_is_reused(tmp_
     assert bench.make_corpus(again, 1000, seed=3)[0].read_bytes() == before  # seeded
 
 
+def test_longer_documents_are_their_own_cached_corpus(tmp_path) -> None:
+    bench = _script()
+    short, _, _ = bench.make_corpus(tmp_path, 300, seed=3)
+    long_, emb, reused = bench.make_corpus(tmp_path, 300, seed=3, words=(200, 400))
+    assert not reused and long_ != short and long_.name == "corpus_n300_s3_w200-400.jsonl"
+    words = np.asarray([len(json.loads(line)["content"].split(" "))
+                        for line in long_.read_text(encoding="utf-8").splitlines()])
+    assert words.size == 300 and words.min() >= 200 and words.max() <= 400
+    assert words.min() < 220 and words.max() > 380
+    assert np.load(emb).shape == (300, 64)
+    assert bench.make_corpus(tmp_path, 300, seed=3, words=(200, 400))[2]
+
+
 def test_a_tiny_run_end_to_end_reports_measured_figures(tmp_path) -> None:
     out = tmp_path / "scale.json"
     n = 2000

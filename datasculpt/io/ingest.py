@@ -121,10 +121,10 @@ def _prefetched(items: Iterator[Any], depth: int = 256) -> Iterator[Any]:
 def ingest_block(index: int, *, blocks: list[Block], paths: list[Path], opts: ReadOptions,
                  tokenizer: str, batch_size: int, part_dir: str, progress: bool) -> ShardPart:
     """Check and tokenize one block into ``part_dir`` (an executor task)."""
-    from datasculpt.tokenize import load_tokenizer
+    from datasculpt.tokenizer_cache import load_run_tokenizer
 
     block = blocks[index]
-    tok = load_tokenizer(tokenizer)
+    tok = load_run_tokenizer(tokenizer)
     path = Path(part_dir) / f"part-{index:06d}.bin"
     part = ShardPart(block, 0, [], 0, str(path), str(Path(part_dir) / f"cand-{index:06d}.arrow"))
     lines: list[int] = []

@@ -19,7 +19,8 @@ from datasculpt.io.token_store import store_files
 from datasculpt.io.write import write_jsonl
 from datasculpt.manifest import fingerprint
 from datasculpt.runner import Inputs, Run, Stage
-from datasculpt.tokenize import load_tokenizer, make_units, separator
+from datasculpt.tokenize import make_units, separator
+from datasculpt.tokenizer_cache import load_run_tokenizer
 from datasculpt.types import Units
 
 log = logging.getLogger("datasculpt")
@@ -67,7 +68,7 @@ def _work(run: Run, inputs: Inputs) -> dict[str, Any]:
 def _load(run: Run, inputs: Inputs) -> Documents:
     table = DocTable(run.out)
     doc_len = table.n_tokens()
-    tok = load_tokenizer(run.cfg.tokenizer)
+    tok = load_run_tokenizer(run.cfg.tokenizer)
     eos = int(bool(run.cfg.append_eos))
     units = make_units(doc_len, run.cfg.ctx_len, eos)
     log.info("tokenize: %d tokens; %d documents longer than ctx_len cut into %d units",
