@@ -55,6 +55,7 @@ from datasculpt.backend import (
     to_numpy,
     xp_of,
 )
+from datasculpt.blas import one_blas_thread
 from datasculpt.errors import ConfigError
 from datasculpt.executors import Executor, LocalExecutor, on_task_device
 from datasculpt.executors.base import host_threads
@@ -147,7 +148,9 @@ def _assign_among(x: Any, c: Any, labels: Any, nbr: Any) -> Any:
     ``_candidates``: the centroids nearest each document's current one).
 
     Documents are grouped by current label (one sort) and each group meets its candidate
-    centroids in one matmul: a loop over clusters, never over documents.
+    centroids in one matmul: a loop over clusters, never over documents. The products are
+    small (a cluster's members by ``m`` centroids), where OpenBLAS rounds differently with
+    another thread count, so the stage holds BLAS at one thread (``cluster``, the tasks).
     """
     xp = xp_of(x)
     k = c.shape[0]
@@ -158,9 +161,7 @@ def _assign_among(x: Any, c: Any, labels: Any, nbr: Any) -> Any:
         a, b = bounds[j], bounds[j + 1]
         if b > a:
             rows = order[a:b]
-            # einsum, not matmul: these skinny products are latency-bound in threaded BLAS
-            # (8 ms each on a busy 2-core VM against 2 ms in einsum's own loop).
-            out[rows] = nbr[j][xp.argmax(xp.einsum("nd,md->nm", x[rows], c[nbr[j]]), axis=1)]
+            out[rows] = nbr[j][xp.argmax(x[rows] @ c[nbr[j]].T, axis=1)]
     return out
 
 
@@ -428,7 +429,8 @@ def _block_task(bounds: tuple[int, int], *, x: Any, w: Any, labels: Any, k: int,
         x[a:b], w[a:b], None if labels is None else labels[a:b], cent, nbr))
     xp = xp_of(xb)
     if cent is not None:
-        lab = nearest(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
+        with one_blas_thread():  # also in a Ray worker's process (blas.py)
+            lab = nearest(xb, cent) if nbr is None else _assign_among(xb, cent, lab, nbr)
     return (lab, _segment_sum(xb, lab, k), xp.bincount(lab, minlength=k),
             xp.bincount(lab, weights=wb, minlength=k))
 
@@ -597,9 +599,14 @@ def cluster(
     ``embeddings.npy``): the cells read their rows from it on the host, while the flat path,
     one k-means over everything, maps all of it."""
     cell_docs = getattr(cfg, "cell_docs", None)
-    if cell_docs is None or int(embeddings.shape[0]) <= int(cell_docs):
-        return _cluster_flat(_whole(embeddings), n_tokens, ctx_len, cfg, backend, seed, executor)
-    return _cluster_cells(embeddings, n_tokens, ctx_len, cfg, backend, seed, executor)
+    # One BLAS thread, set here for the threads the passes start (blas.py): the candidate
+    # products' rounding must not depend on the cores, and the block tasks already keep the
+    # host's cores busy side by side.
+    with one_blas_thread():
+        if cell_docs is None or int(embeddings.shape[0]) <= int(cell_docs):
+            return _cluster_flat(_whole(embeddings), n_tokens, ctx_len, cfg, backend, seed,
+                                 executor)
+        return _cluster_cells(embeddings, n_tokens, ctx_len, cfg, backend, seed, executor)
 
 
 def _cluster_flat(
@@ -714,13 +721,14 @@ def _cell_task(idx: Any, *, x: Any, w: Any, unit: bool, ctx_len: int, cfg: Any,
     array) and the task reads its own rows and normalises them, the bits the normalised
     matrix would give (a row's norm is its own)."""
     be = resolve_backend(backend)
-    if unit:
-        xb = on_task_device(x)
-        rows = xp_of(xb).asarray(idx)
-        return _cluster_flat(xb[rows], on_task_device(w)[rows], ctx_len, cfg, be, seed,
+    with one_blas_thread():  # also in a Ray worker's process (blas.py)
+        if unit:
+            xb = on_task_device(x)
+            rows = xp_of(xb).asarray(idx)
+            return _cluster_flat(xb[rows], on_task_device(w)[rows], ctx_len, cfg, be, seed,
+                                 _InTask())
+        return _cluster_flat(l2_normalize(host_rows(x, idx)), w[idx], ctx_len, cfg, be, seed,
                              _InTask())
-    return _cluster_flat(l2_normalize(host_rows(x, idx)), w[idx], ctx_len, cfg, be, seed,
-                         _InTask())
 
 
 def _nearest_task(bounds: tuple[int, int], *, x: Any, cent: Any) -> Any:
@@ -728,7 +736,8 @@ def _nearest_task(bounds: tuple[int, int], *, x: Any, cent: Any) -> Any:
     executor task): only the block is read and normalised, in the blocks of ``_Passes``,
     so the products and labels are those of a pass over the normalised matrix."""
     a, b = bounds
-    return nearest(l2_normalize(host_rows(x, slice(a, b))), cent)
+    with one_blas_thread():  # also in a Ray worker's process (blas.py)
+        return nearest(l2_normalize(host_rows(x, slice(a, b))), cent)
 
 
 def _coarse_by_rows(

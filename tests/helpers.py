@@ -288,3 +288,17 @@ GPU_TEST_MODEL = os.environ.get("DATASCULPT_TEST_MODEL", "default")
 
 # The vocabulary of the tiny encoder (conftest's ``tiny_encoder``): four topics sharing no word.
 TINY_WORDS = {t: [f"{t}{i}" for i in range(12)] for t in ("astro", "cook", "law", "code")}
+
+
+def numpy_blas_threads() -> set[int]:
+    """The thread limits of the BLAS library NumPy's products run on. Wheels bring their own
+    copies (faiss-cpu's OpenMP OpenBLAS, SciPy's), loaded later than NumPy's and computing
+    none of our products; a conda environment shares one library, so without a copy inside
+    NumPy's own folders every BLAS library counts."""
+    from threadpoolctl import threadpool_info
+
+    root = Path(np.__file__).resolve().parent
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    own = [p for p in blas if any(Path(p["filepath"]).resolve().is_relative_to(d)
+                                  for d in (root, root.parent / "numpy.libs"))]
+    return {p["num_threads"] for p in own or blas}

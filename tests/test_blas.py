@@ -4,13 +4,10 @@ checked under two threads in tests/pack/test_datasculpt.py)."""
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from helpers import numpy_blas_threads as _blas_threads
+from threadpoolctl import threadpool_limits
 
 from datasculpt.blas import one_blas_thread
-
-
-def _blas_threads() -> set[int]:
-    return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
 
 
 def test_products_inside_are_the_single_thread_bits_and_the_limit_is_restored() -> None:

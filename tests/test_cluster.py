@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import packing_corpus, planted, purity, same_partition
+from helpers import numpy_blas_threads, packing_corpus, planted, purity, same_partition
 
 import datasculpt.cluster as cluster_mod
 from datasculpt.backend import resolve_backend
@@ -311,6 +311,36 @@ def test_blocked_rounds_do_not_depend_on_threads(monkeypatch: pytest.MonkeyPatch
     assert serial.stats["iterations"] == 4
     np.testing.assert_array_equal(serial.labels, threaded.labels)
     np.testing.assert_array_equal(serial.centroids, threaded.centroids)
+
+
+def test_the_rounds_hold_blas_at_one_thread_whatever_the_caller_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate products are small, where OpenBLAS rounds differently with another
+    thread count (at 1M static vectors the labels differed between 1 and 2 threads), so
+    the stage's tasks run them on one thread, whatever the caller's limit."""
+    from threadpoolctl import threadpool_limits
+
+    x, _ = planted(40, 30, d=64, noise=0.3, seed=5)
+    tokens = np.random.default_rng(4).integers(10, 600, x.shape[0])
+    c = cfg(k=40, assign_candidates=8, task_docs=300, max_iter=3, epsilon=-1.0)
+    seen: list[set[int]] = []
+    among = cluster_mod._assign_among
+
+    def counted(*args: Any) -> Any:
+        seen.append(numpy_blas_threads())
+        return among(*args)
+
+    monkeypatch.setattr(cluster_mod, "_assign_among", counted)
+    monkeypatch.setattr(cluster_mod, "host_threads", lambda: 2)
+    with threadpool_limits(4, user_api="blas"):
+        four = cluster(x, tokens, CTX, c, CPU, 0, LOCAL)
+        outside = numpy_blas_threads()
+    assert seen and all(s == {1} for s in seen) and outside == {4}  # restored after
+    with threadpool_limits(1, user_api="blas"):
+        one = cluster(x, tokens, CTX, c, CPU, 0, LOCAL)
+    assert four.stats["rounds"][0]["assign"] == "candidates-8"
+    np.testing.assert_array_equal(four.labels, one.labels)
+    np.testing.assert_array_equal(four.centroids, one.centroids)
 
 
 @pytest.mark.parametrize(
