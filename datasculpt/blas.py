@@ -4,9 +4,9 @@ OpenBLAS rounds a float32 product differently with another thread count (x @ c.T
 384 by 11 x 384: 227 of 11,000 entries differ between one and two threads), and a
 different rounding can flip an argmax: the window strategy's cluster split gave another
 packing at 1M documents on two threads than on one. The output must not depend on the
-machine's cores, so the packing kernels run their products on one BLAS thread; they already
-run several batches side by side on the host's threads, which is where their parallelism
-comes from.
+machine's cores, so the packing kernels and the cluster stage (its ISODATA rounds' candidate
+products) run their products on one BLAS thread; they already run several batches or blocks
+side by side on the host's threads, which is where their parallelism comes from.
 
 Where the limit lands depends on OpenBLAS's threading layer (``threadpoolctl`` explains):
 with its own threads the limit is process-wide and only the first thread to set it may
