@@ -509,11 +509,17 @@ def _split(
     Seeds are the member farthest from the centroid and the member farthest from that one.
     A spread-triggered split is kept only when both halves can fill ``min_tokens`` and are
     less similar than ``merge_threshold``; otherwise the fold or merge rule would undo it.
+    So a spread cluster lighter than ``2 * min_tokens`` is not tried at all: no halves of it
+    could both fill ``min_tokens`` (token masses are integers, exact in float64), and a
+    cluster's 2-means does not depend on the others tried beside it (each settles at a fixed
+    point or runs the full ``_SPLIT_ITERS``), so the splits made are the same. At 1M static
+    vectors these were 90% of the members tried in the later rounds.
     """
     xp = xp_of(x)
     k = st.k
     heavy = st.mass > max_tokens
-    want = ((st.spread > split_threshold) | heavy) & (st.count >= 2)
+    could = (st.spread > split_threshold) & (st.mass >= 2.0 * min_tokens)
+    want = (could | heavy) & (st.count >= 2)
     if not bool(want.any()):
         return st.labels, 0
     members = xp.nonzero(want[st.labels])[0]

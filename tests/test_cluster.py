@@ -22,6 +22,7 @@ from datasculpt.cluster import (
     _Passes,
     _rung_unavailable,
     _RungMissing,
+    _split,
     _state,
     auto_k,
     cluster,
@@ -205,6 +206,32 @@ def test_bimodal_cluster_is_split() -> None:
     # the same data with the default threshold stays one cluster: 1 - |mean| is ~0.29
     res = cluster(x, np.full(x.shape[0], 100), CTX, cfg(k=1, split_threshold=0.55), CPU, 0, LOCAL)
     assert res.stats["k"] == 1
+
+
+def test_a_spread_cluster_too_light_to_halve_is_not_tried_and_the_others_split_alike(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # cluster 0: two modes of 60 documents, 1,200 tokens (< 2 windows: no two halves of it
+    # can each fill one); cluster 1: two modes of 150 documents, 30,000 tokens
+    x, lab = planted(4, 150, noise=0.05)
+    keep = (lab >= 2) | (np.arange(lab.size) % 150 < 60)
+    x, lab = x[keep], lab[keep]
+    tokens = np.where(lab < 2, 10, 100)
+    labels = (lab >= 2).astype(np.int64)
+    tried: list[int] = []
+    rowdot = cluster_mod._rowdot
+    monkeypatch.setattr(cluster_mod, "_rowdot",
+                        lambda xs, c, seg: tried.append(xs.shape[0]) or rowdot(xs, c, seg))
+    st = _state(x, tokens, labels, 2)
+    assert (st.spread > 0.2).all() and st.mass[0] < 2 * CTX <= st.mass[1]
+    out, n_split = _split(x, st, 0.2, 64 * CTX, CTX, 0.9, tokens)
+    assert n_split == 1 and set(tried) == {300}  # only cluster 1's members were tried
+    np.testing.assert_array_equal(out[labels == 0], 0)
+    assert purity(out[labels == 1], lab[labels == 1]) == 1.0
+    # cluster 1 splits into the same halves when it is the only cluster
+    alone, _ = _split(x[labels == 1], _state(x[labels == 1], tokens[labels == 1],
+                                             np.zeros(300, np.int64), 1),
+                      0.2, 64 * CTX, CTX, 0.9, tokens[labels == 1])
+    np.testing.assert_array_equal(alone == 1, out[labels == 1] == 2)
 
 
 def test_cluster_heavier_than_max_tokens_is_split() -> None:
