@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from datasculpt.errors import ConfigError
 
@@ -10,6 +11,13 @@ from datasculpt.errors import ConfigError
 def looks_local(name: str) -> bool:
     """Hub names look like ``org/name``; anything else with a path shape is a local directory."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def user_cache(name: str) -> Path:
+    """``$XDG_CACHE_HOME/datasculpt/<name>`` (``~/.cache`` without XDG): where what a run
+    builds once and reuses lives (the static tables, the tokenizers)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "datasculpt" / name
 
 
 def resolve_model_path(name: str, key: str = "embed.model") -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from datasculpt.io.write import atomic_open
+from datasculpt.models import user_cache
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ _SPECIAL = ("eos_token", "eos_token_id", "sep_token", "sep_token_id")
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "datasculpt" / "tokenizers"
+    return user_cache("tokenizers")
 
 
 def _version(package: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from datasculpt.errors import ConfigError
 from datasculpt.manifest import stable_hash
+from datasculpt.models import user_cache
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ MARKER = "datasculpt-static.json"
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "datasculpt" / "static"
+    return user_cache("static")
 
 
 def _sha256(path: Path) -> str:
